@@ -1,0 +1,51 @@
+"""What every command-line tool shares: one-line errors and warnings, and ``--debug``."""
+
+import contextlib
+import os
+import sys
+import warnings
+
+from ..utils.errors import MdistillerError
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def add_debug_flag(parser):
+    parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    return f"warning: {message}\n"
+
+
+class ToolExit(Exception):
+    """Raised inside ``user_errors`` to leave with an exit code after printing a message."""
+
+    def __init__(self, code):
+        super().__init__(code)
+        self.code = code
+
+
+@contextlib.contextmanager
+def user_errors(debug=False, result=None):
+    """Print user errors (MdistillerError) as ``error: <message>`` on stderr, one line,
+    and store exit code 2 in ``result["code"]``; with ``debug`` re-raise with traceback."""
+    result = {} if result is None else result
+    old = warnings.formatwarning
+    warnings.formatwarning = _one_line_warning
+    try:
+        yield result
+    except MdistillerError as e:
+        if debug:
+            raise
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        result["code"] = 2
+    finally:
+        warnings.formatwarning = old
+
+
+def run_tool(body, debug):
+    """Call ``body()`` (returning an exit code) with one-line user errors."""
+    with user_errors(debug) as result:
+        result["code"] = body()
+    return result.get("code", 0) or 0

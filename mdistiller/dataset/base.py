@@ -1,0 +1,107 @@
+"""Dataset registry, the :class:`DatasetSpec` every builder returns, and dataset wrappers.
+
+Dataset items are dicts ``{"image": uint8 CHW tensor, "target": int, "index": int}``; the
+default collate turns them into dict batches. Augmentation happens after collation, on the
+training device (see :mod:`mdistiller.dataset.augment`), so workers only decode (and, for
+full-size images, crop).
+"""
+
+import os
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import Dataset
+
+from ..utils.registry import Registry
+
+DATASETS = Registry("dataset")
+
+
+def register_dataset(name):
+    """Decorator registering a builder ``(cfg) -> DatasetSpec`` under ``name``."""
+    return DATASETS.register(name)
+
+
+@dataclass
+class DatasetSpec:
+    """What the trainer needs to know about a dataset.
+
+    ``model_family`` is ``"cifar"`` for 32x32 data (the CIFAR model zoo) or ``"imagenet"``;
+    ``pad`` is the zero padding of the weak view's random crop (0 = the worker already
+    cropped, so the weak view is a flip only).
+    """
+
+    train: Dataset
+    val: Dataset
+    num_classes: int
+    model_family: str
+    mean: tuple
+    std: tuple
+    image_size: int
+    pad: int
+
+    @property
+    def num_train(self):
+        """Number of training samples (the size of CRD's memory bank)."""
+        return len(self.train)
+
+
+def data_root(cfg, default):
+    """``DATASET.ROOT`` when set, else ``default`` (relative to the working directory)."""
+    return cfg.DATASET.ROOT or default
+
+
+class TensorImageDataset(Dataset):
+    """Images held in memory as one uint8 ``(N, C, H, W)`` tensor; ``targets`` int64 ``(N,)``."""
+
+    def __init__(self, images, targets):
+        assert images.dtype == torch.uint8 and images.ndim == 4 and len(images) == len(targets)
+        self.images = images.contiguous()
+        self.targets = torch.as_tensor(targets, dtype=torch.int64)
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return {"image": self.images[i], "target": int(self.targets[i]), "index": i}
+
+
+class IndexedSubset(Dataset):
+    """``base`` restricted to ``indices``; items get ``index`` = their position in the subset,
+    so index-addressed memory banks (CRD) stay dense."""
+
+    def __init__(self, base, indices):
+        self.base = base
+        self.indices = torch.as_tensor(indices, dtype=torch.int64)
+        self.targets = torch.as_tensor(base.targets, dtype=torch.int64)[self.indices]
+
+    def __len__(self):
+        return len(self.indices)
+
+    def __getitem__(self, i):
+        item = self.base[int(self.indices[i])]
+        item["index"] = i
+        return item
+
+
+def subset_indices(n, fraction, seed=0):
+    """Sorted indices of a fixed pseudo-random ``fraction`` of ``range(n)``.
+
+    They are a prefix of one seeded permutation, so the same fraction always picks the same
+    samples and a smaller fraction picks a subset of a larger one.
+    """
+    k = max(1, int(round(fraction * n)))
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return perm[:k].sort().values
+
+
+def apply_subset(dataset, fraction):
+    """``dataset`` itself for ``fraction >= 1``, else its fixed subset (see subset_indices)."""
+    if fraction >= 1:
+        return dataset
+    return IndexedSubset(dataset, subset_indices(len(dataset), fraction))
+
+
+def has_files(path, names):
+    """True when every file of ``names`` exists in ``path``."""
+    return all(os.path.isfile(os.path.join(path, n)) for n in names)

@@ -1,0 +1,57 @@
+"""ImageNet as torchvision ImageFolders ``<ROOT or data/imagenet>/{train,val}/<class>/<image>``.
+
+Workers decode and crop (train: RandomResizedCrop 224; val: Resize 256 + CenterCrop 224) and
+return uint8 tensors; the flip and normalization happen on the device.
+"""
+
+import os
+
+from torch.utils.data import Dataset
+
+from ..utils.errors import DataError
+from .base import DatasetSpec, data_root, register_dataset
+
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+SIZE = 224
+
+
+class ImageFolderDataset(Dataset):
+    """An ImageFolder whose items are ``{"image": uint8 CHW, "target", "index"}`` dicts."""
+
+    def __init__(self, root, train):
+        from torchvision.datasets import ImageFolder
+        from torchvision.transforms import v2
+
+        crop = [v2.RandomResizedCrop(SIZE)] if train else [v2.Resize(256), v2.CenterCrop(SIZE)]
+        self.transform = v2.Compose(crop + [v2.PILToTensor()])
+        self.folder = ImageFolder(root)
+        self.targets = self.folder.targets
+
+    def __len__(self):
+        return len(self.folder)
+
+    def __getitem__(self, i):
+        path, target = self.folder.samples[i]
+        image = self.folder.loader(path)  # PIL RGB
+        return {"image": self.transform(image), "target": target, "index": i}
+
+
+def _split(root, name, train):
+    path = os.path.join(root, name)
+    try:
+        return ImageFolderDataset(path, train)
+    except (FileNotFoundError, NotADirectoryError):
+        raise DataError(
+            f"ImageNet {name} split not found or empty at '{path}'; expected {root}/train/<wnid>/*.JPEG and "
+            f"{root}/val/<wnid>/*.JPEG (validation images sorted into class folders); set DATASET.ROOT") from None
+
+
+@register_dataset("imagenet")
+def build_imagenet(cfg):
+    root = data_root(cfg, os.path.join("data", "imagenet"))
+    train, val = _split(root, "train", True), _split(root, "val", False)
+    if train.folder.classes != val.folder.classes:
+        raise DataError(f"ImageNet train and val class folders differ under '{root}'; sort val into the same class folders")
+    return DatasetSpec(train, val, num_classes=len(train.folder.classes), model_family="imagenet",
+                       mean=MEAN, std=STD, image_size=SIZE, pad=0)

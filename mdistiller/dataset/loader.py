@@ -1,0 +1,89 @@
+"""Data loaders with a reproducible, resumable, rank-sharded sample order.
+
+The training order of epoch ``e`` is a permutation seeded with ``seed + e`` (the same on every
+rank, as ``DistributedSampler``), split round-robin over ranks after padding with repeated
+samples so every rank gets the same number of batches. A resumed run calls
+``set_epoch(loader, epoch, start_step=k)`` to skip the epoch's first ``k`` batches without
+loading them. Validation splits the samples over ranks without padding, so each sample is
+counted exactly once.
+"""
+
+import math
+
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from ..utils.errors import ConfigError
+
+
+class ShardBatchSampler(Sampler):
+    """Yields this rank's batches (lists of indices) of one epoch.
+
+    ``shuffle``: permutation seeded with ``seed + epoch``, else index order. ``pad``: repeat
+    samples so ``size`` divides evenly over ranks (training); without it ranks may differ by
+    one sample (validation). ``drop_single``: drop a final batch of one sample, which
+    BatchNorm cannot train on. ``len()`` counts the batches left after ``start_step``;
+    ``num_batches`` counts the whole epoch.
+    """
+
+    def __init__(self, size, batch_size, rank=0, world_size=1, shuffle=False, seed=0, pad=False,
+                 drop_single=False):
+        self.size, self.batch_size, self.rank, self.world_size = size, batch_size, rank, world_size
+        self.shuffle, self.seed, self.pad, self.drop_single = shuffle, seed, pad, drop_single
+        self.epoch, self.start_step = 0, 0
+
+    def set_epoch(self, epoch, start_step=0):
+        self.epoch, self.start_step = epoch, start_step
+
+    def indices(self):
+        """This rank's sample indices for the current epoch, in order."""
+        if self.shuffle:
+            order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+        else:
+            order = torch.arange(self.size)
+        if self.pad:
+            total = math.ceil(self.size / self.world_size) * self.world_size
+            order = order.repeat(math.ceil(total / self.size))[:total]
+        return order[self.rank::self.world_size]
+
+    @property
+    def num_batches(self):
+        n = math.ceil(self.size / self.world_size) if self.pad else len(range(self.rank, self.size, self.world_size))
+        full, rest = divmod(n, self.batch_size)
+        return full + (rest > 1 or (rest == 1 and not self.drop_single))
+
+    def __iter__(self):
+        batches = self.indices().split(self.batch_size)[self.start_step:self.num_batches]
+        return iter([b.tolist() for b in batches])
+
+    def __len__(self):
+        return max(0, self.num_batches - self.start_step)
+
+
+def set_epoch(loader, epoch, start_step=0):
+    """Select ``epoch``'s sample order for ``loader``, starting at batch ``start_step``."""
+    loader.batch_sampler.set_epoch(epoch, start_step)
+
+
+def build_loaders(cfg, spec, num_views=1, rank=0, world_size=1, seed=0):
+    """(train_loader, val_loader) for this rank; batches are dicts of uint8 images.
+
+    ``SOLVER.BATCH_SIZE`` and ``DATASET.TEST.BATCH_SIZE`` are global: each rank loads its
+    share (the training batch must divide evenly). ``num_views`` is accepted for symmetry
+    with :func:`build_batch_transform`; the views are made on the device.
+    """
+    del num_views  # workers return one uint8 image per sample whatever the views
+    if cfg.SOLVER.BATCH_SIZE % world_size:
+        raise ConfigError(
+            f"SOLVER.BATCH_SIZE {cfg.SOLVER.BATCH_SIZE} does not divide over {world_size} processes; "
+            f"use a multiple of {world_size}")
+    workers = cfg.DATASET.NUM_WORKERS
+    common = dict(num_workers=workers, pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0)
+    train_sampler = ShardBatchSampler(len(spec.train), cfg.SOLVER.BATCH_SIZE // world_size, rank, world_size,
+                                      shuffle=True, seed=seed, pad=True, drop_single=True)
+    val_sampler = ShardBatchSampler(len(spec.val), math.ceil(cfg.DATASET.TEST.BATCH_SIZE / world_size),
+                                    rank, world_size)
+    train = DataLoader(spec.train, batch_sampler=train_sampler,
+                       generator=torch.Generator().manual_seed(seed + rank), **common)
+    val = DataLoader(spec.val, batch_sampler=val_sampler, **common)
+    return train, val

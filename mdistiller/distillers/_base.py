@@ -1,0 +1,94 @@
+"""The distiller interface shared by every method (mdistiller's calling convention).
+
+A distiller owns a ``student`` and a frozen ``teacher``::
+
+    distiller = distiller_dict[cfg.DISTILLER.TYPE](student, teacher, cfg)
+    logits, losses = distiller(image=x, target=y, epoch=e)                      # one view
+    logits, losses = distiller(image_weak=xw, image_strong=xs, target=y, epoch=e)  # two views
+
+``losses`` maps names (``loss_ce``, ``loss_kd``, ...) to already weighted scalar tensors;
+the trainer sums them. ``logits`` are the student's (weak view) logits, for accuracy.
+In eval mode, ``distiller(image=x)`` returns the student's logits.
+"""
+
+import torch
+import torch.nn as nn
+
+
+class Distiller(nn.Module):
+    """Base class: freezes the teacher, keeps it in eval mode, dispatches train/test."""
+
+    #: how many augmented views of each image the method trains on (1 or 2)
+    num_views = 1
+
+    def __init__(self, student, teacher=None):
+        super().__init__()
+        self.student = student
+        self.teacher = teacher
+        if teacher is not None:
+            for p in teacher.parameters():
+                p.requires_grad_(False)
+            teacher.eval()
+
+    @classmethod
+    def views_for(cls, cfg):
+        """Views this method needs under ``cfg`` (the data pipeline follows it)."""
+        return cls.num_views
+
+    def train(self, mode=True):
+        # the teacher is always in eval mode
+        self.training = mode
+        for name, module in self.named_children():
+            module.train(mode and name != "teacher")
+        return self
+
+    def get_learnable_parameters(self):
+        """Parameters the optimizer updates: the student's plus the method's own modules."""
+        return [p for n, p in self.named_parameters() if not n.startswith("teacher.") and p.requires_grad]
+
+    def get_extra_parameters(self):
+        """Number of trainable parameters outside the student (connectors, embeddings)."""
+        return sum(p.numel() for n, p in self.named_parameters()
+                   if not n.startswith(("teacher.", "student.")) and p.requires_grad)
+
+    @torch.no_grad()
+    def teacher_forward(self, *images):
+        """Teacher logits and features for each image batch, in one forward over all of them.
+
+        The teacher is in eval mode, so concatenating the views is exact up to float
+        rounding. Runs under ``torch.inference_mode``; the outputs are cloned into normal
+        tensors so losses may use them next to tensors that require grad.
+        """
+        with torch.inference_mode():
+            x = images[0] if len(images) == 1 else torch.cat(images, 0)
+            logits, feats = self.teacher(x)
+        logits = logits.clone()
+        if len(images) == 1:
+            return [(logits, feats)]
+        sizes = [im.shape[0] for im in images]
+        return [(chunk, None) for chunk in logits.split(sizes, 0)]
+
+    def teacher_logits(self, *images):
+        """Teacher logits (float32 or better) for each image batch, one forward for all."""
+        outs = [lg for lg, _ in self.teacher_forward(*images)]
+        return [o.float() if o.dtype in (torch.float16, torch.bfloat16) else o for o in outs]
+
+    def prepare_batch(self, batch):
+        """Add what the method needs to a device batch (e.g. CRD's contrastive indices)."""
+        return batch
+
+    def forward_train(self, **kwargs):
+        raise NotImplementedError
+
+    def forward_test(self, image):
+        return self.student(image)[0]
+
+    def forward(self, **kwargs):
+        if self.training:
+            return self.forward_train(**kwargs)
+        return self.forward_test(kwargs["image"])
+
+
+def as_float(t):
+    """Losses are computed in float32 (or float64 when the inputs are float64)."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t

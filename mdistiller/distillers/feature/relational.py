@@ -1,0 +1,71 @@
+"""Feature distillers without learnable modules: AT, NST, SP, RKD, PKT, KDSVD.
+
+Each reads mdistiller's config node of the same name and returns ``loss_ce`` and
+``loss_kd`` (the weighted feature term).
+"""
+
+from .. import register_distiller
+from . import losses
+from ._common import FeatureDistiller
+
+
+@register_distiller("AT")
+class AT(FeatureDistiller):
+    """Attention transfer (Zagoruyko & Komodakis, ICLR 2017) on stages 1..n (``AT.P``)."""
+
+    cfg_node = "AT"
+
+    def feature_loss(self, feats_s, feats_t, **kwargs):
+        return losses.at_loss(feats_s["feats"][1:], feats_t["feats"][1:], self.opts.P)
+
+
+@register_distiller("NST")
+class NST(FeatureDistiller):
+    """Neuron selectivity transfer (Huang & Wang, 2017) on stages 1..n."""
+
+    cfg_node = "NST"
+
+    def feature_loss(self, feats_s, feats_t, **kwargs):
+        return losses.nst_loss(feats_s["feats"][1:], feats_t["feats"][1:])
+
+
+@register_distiller("SP")
+class SP(FeatureDistiller):
+    """Similarity-preserving KD (Tung & Mori, ICCV 2019) on the last stage."""
+
+    cfg_node = "SP"
+
+    def feature_loss(self, feats_s, feats_t, **kwargs):
+        return losses.sp_loss(feats_s["feats"][-1:], feats_t["feats"][-1:])
+
+
+@register_distiller("RKD")
+class RKD(FeatureDistiller):
+    """Relational KD (Park et al., CVPR 2019): distance and angle terms on pooled features."""
+
+    cfg_node = "RKD"
+
+    def feature_loss(self, feats_s, feats_t, **kwargs):
+        o = self.opts
+        return losses.rkd_loss(feats_s["pooled_feat"], feats_t["pooled_feat"], o.PDIST.SQUARED,
+                               o.PDIST.EPSILON, o.DISTANCE_WEIGHT, o.ANGLE_WEIGHT)
+
+
+@register_distiller("PKT")
+class PKT(FeatureDistiller):
+    """Probabilistic knowledge transfer (Passalis & Tefas, ECCV 2018) on pooled features."""
+
+    cfg_node = "PKT"
+
+    def feature_loss(self, feats_s, feats_t, **kwargs):
+        return losses.pkt_loss(feats_s["pooled_feat"], feats_t["pooled_feat"])
+
+
+@register_distiller("KDSVD")
+class KDSVD(FeatureDistiller):
+    """Self-supervised KD with SVD (Lee et al., ECCV 2018) on stages 1..n (``KDSVD.K``)."""
+
+    cfg_node = "KDSVD"
+
+    def feature_loss(self, feats_s, feats_t, **kwargs):
+        return losses.kdsvd_loss(feats_s["feats"][1:], feats_t["feats"][1:], self.opts.K)

@@ -1,0 +1,405 @@
+"""Config loading: YAML files with ``_BASE_`` inheritance, ``KEY VALUE`` overrides, checks.
+
+``CFG`` (the defaults, see :mod:`mdistiller.engine.defaults`) stays importable here for
+mdistiller users. Use :func:`load_cfg` to build a run's config::
+
+    cfg = load_cfg("configs/cifar100/sld/res32x4_res8x4.yaml", ["SLD.GAMMA", "100"])
+
+Every problem raises :class:`~mdistiller.utils.errors.ConfigError` with a one-line message
+that names the key (and the closest valid key for a typo) or the expected type.
+"""
+
+import ast
+import copy
+import difflib
+import logging
+import os
+import warnings
+
+import yaml
+from yacs.config import CfgNode as CN
+
+from ..utils.errors import ConfigError
+from .defaults import CFG
+
+logger = logging.getLogger(__name__)
+
+BASE_KEY = "_BASE_"
+
+# Keys the reference SLD/MLKD repos set under KD.* and where they live here.
+# TEMPERATURE -> None means the reference method ignores it.
+LEGACY_KD_KEYS = {
+    "SLD": {"KD.LOSS.CE_WEIGHT": "SLD.CE_WEIGHT", "KD.LOSS.KD_WEIGHT": "SLD.KD_WEIGHT",
+            "KD.TEMPERATURE": None},
+    "MLKD": {"KD.LOSS.CE_WEIGHT": "MLKD.CE_WEIGHT", "KD.LOSS.KD_WEIGHT": "MLKD.KD_WEIGHT",
+             "KD.TEMPERATURE": "MLKD.TEMPERATURES[0]"},
+}
+
+
+class ConfigWarning(UserWarning):
+    """A config setting that is accepted but probably not what the user meant."""
+
+
+# ---------------------------------------------------------------------------------------
+# Reading YAML
+# ---------------------------------------------------------------------------------------
+def _read_yaml(path):
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file '{path}' does not exist; check the --cfg path")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(
+            f"YAML syntax error in '{path}'{where}: {e.problem}; fix the file's syntax"
+        ) from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"cannot parse YAML file '{path}': {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file '{path}' must hold a mapping of KEY: value, not {type(data).__name__}")
+    return data
+
+
+def _deep_update(dst, src):
+    for k, v in src.items():
+        if isinstance(v, dict) and isinstance(dst.get(k), dict):
+            _deep_update(dst[k], v)
+        else:
+            dst[k] = copy.deepcopy(v)
+    return dst
+
+
+def read_yaml_with_bases(path, _seen=None):
+    """Return the nested dict of ``path`` with its ``_BASE_`` files merged underneath."""
+    path = os.path.abspath(path)
+    _seen = set() if _seen is None else _seen
+    if path in _seen:
+        raise ConfigError(f"'_BASE_' cycle through '{path}'; remove the circular inheritance")
+    _seen = _seen | {path}
+    data = _read_yaml(path)
+    bases = data.pop(BASE_KEY, None)
+    if bases is None:
+        return data
+    merged = {}
+    for base in [bases] if isinstance(bases, str) else list(bases):
+        if not isinstance(base, str):
+            raise ConfigError(f"'_BASE_' in '{path}' must be a path or a list of paths")
+        base_path = base if os.path.isabs(base) else os.path.join(os.path.dirname(path), base)
+        _deep_update(merged, read_yaml_with_bases(base_path, _seen))
+    return _deep_update(merged, data)
+
+
+# ---------------------------------------------------------------------------------------
+# Merging with checks
+# ---------------------------------------------------------------------------------------
+def _all_keys(node, prefix=""):
+    for k, v in node.items():
+        full = f"{prefix}{k}"
+        if isinstance(v, CN):
+            yield from _all_keys(v, full + ".")
+        else:
+            yield full
+
+
+def _unknown_key(full_key, cfg):
+    close = difflib.get_close_matches(full_key, list(_all_keys(cfg)), n=1, cutoff=0.6)
+    hint = f"; did you mean '{close[0]}'?" if close else "; see mdistiller/engine/defaults.py for valid keys"
+    return ConfigError(f"unknown config key '{full_key}'{hint}")
+
+
+def _type_name(value):
+    return {bool: "bool", int: "int", float: "float", str: "str", list: "list", tuple: "list"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def coerce_value(full_key, default, value):
+    """Return ``value`` converted to the type of ``default`` or raise ConfigError.
+
+    Allowed conversions: int -> float (``LR 1``), tuple <-> list, and per-element int ->
+    float inside lists of floats. bool is never taken for a number or vice versa.
+    """
+    def bad():
+        return ConfigError(
+            f"config key '{full_key}' expects a {_type_name(default)}"
+            f"{' of ' + _type_name(default[0]) if isinstance(default, (list, tuple)) and default else ''}"
+            f", got {value!r} ({_type_name(value)})"
+        )
+
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        raise bad()
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad()
+        return float(value)
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad()
+        return value
+    if isinstance(default, str):
+        if isinstance(value, str):
+            return value
+        raise bad()
+    if isinstance(default, (list, tuple)):
+        if not isinstance(value, (list, tuple)):
+            raise bad()
+        if default:
+            proto = default[0]
+            try:
+                value = [coerce_value(full_key, proto, v) for v in value]
+            except ConfigError:
+                raise bad() from None
+        return type(default)(value)
+    if default is None:
+        return value
+    raise bad()
+
+
+def _merge(cfg, data, prefix="", explicit=None):
+    for k, v in data.items():
+        full = f"{prefix}{k}"
+        if not isinstance(k, str) or k not in cfg:
+            raise _unknown_key(full, cfg)
+        cur = cfg[k]
+        if isinstance(cur, CN):
+            if not isinstance(v, dict):
+                raise ConfigError(f"config key '{full}' is a section; give it KEY: value pairs, not {v!r}")
+            _merge(cur, v, full + ".", explicit)
+        else:
+            if isinstance(v, dict):
+                raise ConfigError(f"config key '{full}' takes a {_type_name(cur)}, not a section")
+            cfg[k] = coerce_value(full, cur, v)
+            if explicit is not None:
+                explicit.add(full)
+
+
+def _parse_override_value(text):
+    """Decode an override the way yacs does: a Python literal if it parses, else a string."""
+    if not isinstance(text, str):
+        return text
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, MemoryError, RecursionError, TypeError):
+        # YAML spellings people use on the command line
+        low = text.strip().lower()
+        if low in ("true", "false"):
+            return low == "true"
+        return text
+
+
+def overrides_to_dict(opts):
+    """Turn ``["A.B", "1", "C", "x"]`` into a nested dict, checking the list is paired."""
+    opts = list(opts or [])
+    if len(opts) % 2:
+        raise ConfigError(
+            f"overrides must be KEY VALUE pairs, got an odd number ({len(opts)}): {' '.join(map(str, opts))}"
+        )
+    out = {}
+    for key, raw in zip(opts[0::2], opts[1::2]):
+        if not isinstance(key, str) or not key or key.startswith("-"):
+            raise ConfigError(f"override key {key!r} is not a config key (KEY VALUE pairs expected)")
+        node = out
+        parts = key.split(".")
+        for p in parts[:-1]:
+            nxt = node.setdefault(p, {})
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"override '{key}' conflicts with an earlier override of '{p}'")
+            node = nxt
+        node[parts[-1]] = _parse_override_value(raw)
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# Reference-repo compatibility (KD.* keys in SLD / MLKD files)
+# ---------------------------------------------------------------------------------------
+def _get(cfg, dotted):
+    node = cfg
+    for p in dotted.split("."):
+        node = node[p]
+    return node
+
+
+def _set(cfg, dotted, value):
+    parts = dotted.split(".")
+    node = cfg
+    for p in parts[:-1]:
+        node = node[p]
+    node[parts[-1]] = value
+
+
+def translate_legacy_keys(cfg, explicit):
+    """Move KD.* settings of a reference SLD/MLKD file into the method's node, with a warning."""
+    table = LEGACY_KD_KEYS.get(cfg.DISTILLER.TYPE)
+    if not table:
+        return
+    for old, new in table.items():
+        if old not in explicit:
+            continue
+        value = _get(cfg, old)
+        if new is None:
+            warnings.warn(
+                f"{old} = {value} has no effect on {cfg.DISTILLER.TYPE} (the reference ignores it too); "
+                f"set {cfg.DISTILLER.TYPE}.TEMPERATURES instead",
+                ConfigWarning,
+                stacklevel=3,
+            )
+            continue
+        if new.endswith("[0]"):
+            key = new[:-3]
+            temps = list(_get(cfg, key))
+            if key in explicit and temps[0] != value:
+                raise ConfigError(f"both {old} and {key} are set and disagree; keep only {key}")
+            temps[0] = float(value)
+            _set(cfg, key, temps)
+        else:
+            if new in explicit and _get(cfg, new) != value:
+                raise ConfigError(f"both {old} and {new} are set and disagree; keep only {new}")
+            _set(cfg, new, value)
+        warnings.warn(
+            f"{old} = {value} is a reference-repo key for {cfg.DISTILLER.TYPE}; using it as {new} "
+            f"(write {new} in new config files)",
+            ConfigWarning,
+            stacklevel=3,
+        )
+
+
+# ---------------------------------------------------------------------------------------
+# Method checks
+# ---------------------------------------------------------------------------------------
+def _is_number(x):
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and x == x and abs(x) != float("inf")
+
+
+def validate_cfg(cfg):
+    """Check settings that types alone cannot; raise ConfigError, warn on suspicious ones."""
+    s = cfg.SOLVER
+    if s.EPOCHS < 1:
+        raise ConfigError(f"SOLVER.EPOCHS must be at least 1, got {s.EPOCHS}")
+    if s.BATCH_SIZE < 1 or cfg.DATASET.TEST.BATCH_SIZE < 1:
+        raise ConfigError("SOLVER.BATCH_SIZE and DATASET.TEST.BATCH_SIZE must be positive")
+    if not _is_number(s.LR) or s.LR <= 0:
+        raise ConfigError(f"SOLVER.LR must be a positive number, got {s.LR}")
+    stages = list(s.LR_DECAY_STAGES)
+    if any(b <= a for a, b in zip(stages, stages[1:])):
+        raise ConfigError(f"SOLVER.LR_DECAY_STAGES must be strictly increasing, got {stages}")
+    if s.AMP not in ("none", "bf16", "fp16"):
+        raise ConfigError(f"SOLVER.AMP must be one of none, bf16, fp16; got '{s.AMP}'")
+    if s.DEVICE not in ("auto", "cpu", "cuda") and not s.DEVICE.startswith("cuda:"):
+        raise ConfigError(f"SOLVER.DEVICE must be auto, cpu or cuda; got '{s.DEVICE}'")
+    if not 0 < cfg.DATASET.SUBSET <= 1 or not 0 < cfg.DATASET.VAL_SUBSET <= 1:
+        raise ConfigError("DATASET.SUBSET and DATASET.VAL_SUBSET must be fractions in (0, 1]")
+
+    def weights(node, name, keys):
+        for k in keys:
+            v = _get(node, k)
+            if not _is_number(v) or v < 0:
+                raise ConfigError(f"{name}.{k} must be a non-negative number, got {v}")
+
+    def temperatures(name, temps):
+        if not temps or any(not _is_number(t) or t <= 0 for t in temps):
+            raise ConfigError(f"{name}.TEMPERATURES must be a non-empty list of positive numbers, got {list(temps)}")
+
+    weights(cfg.KD, "KD", ["LOSS.CE_WEIGHT", "LOSS.KD_WEIGHT"])
+    if not _is_number(cfg.KD.TEMPERATURE) or cfg.KD.TEMPERATURE <= 0:
+        raise ConfigError(f"KD.TEMPERATURE must be positive, got {cfg.KD.TEMPERATURE}")
+    weights(cfg.DKD, "DKD", ["CE_WEIGHT", "ALPHA", "BETA"])
+    if not _is_number(cfg.DKD.T) or cfg.DKD.T <= 0:
+        raise ConfigError(f"DKD.T must be positive, got {cfg.DKD.T}")
+    weights(cfg.MLKD, "MLKD", ["CE_WEIGHT", "KD_WEIGHT"])
+    temperatures("MLKD", cfg.MLKD.TEMPERATURES)
+    weights(cfg.SLD, "SLD", ["CE_WEIGHT", "KD_WEIGHT"])
+    temperatures("SLD", cfg.SLD.TEMPERATURES)
+    if cfg.SLD.GAMMA < 0:
+        raise ConfigError(f"SLD.GAMMA must be >= 0 (the student swap loss starts after epoch GAMMA), got {cfg.SLD.GAMMA}")
+    if cfg.SLD.VIEWS not in (1, 2):
+        raise ConfigError(f"SLD.VIEWS must be 1 or 2, got {cfg.SLD.VIEWS}")
+    if cfg.DISTILLER.TYPE == "SLD" and cfg.SLD.GAMMA >= s.EPOCHS:
+        warnings.warn(
+            f"SLD.GAMMA = {cfg.SLD.GAMMA} >= SOLVER.EPOCHS = {s.EPOCHS}: the student swap loss "
+            f"(active for epoch > GAMMA) will never run; lower SLD.GAMMA to use it",
+            ConfigWarning,
+            stacklevel=2,
+        )
+
+
+# ---------------------------------------------------------------------------------------
+# Public entry points
+# ---------------------------------------------------------------------------------------
+def get_default_cfg():
+    """A mutable copy of the defaults."""
+    return CFG.clone()
+
+
+def merge_dict(cfg, data, explicit=None):
+    """Merge a nested dict into ``cfg`` with key and type checks (raises ConfigError)."""
+    _merge(cfg, data, "", explicit)
+    return cfg
+
+
+def load_cfg(path=None, opts=None, base=None, freeze=True):
+    """Build a run's config: defaults <- YAML (with _BASE_) <- ``KEY VALUE`` overrides.
+
+    Raises ConfigError for a missing file, YAML syntax error (with line number), unknown
+    key (with the closest valid key), wrong type, odd override list, or invalid setting.
+    """
+    cfg = (base or CFG).clone()
+    cfg.defrost()
+    explicit = set()
+    if path:
+        merge_dict(cfg, read_yaml_with_bases(path), explicit)
+    merge_dict(cfg, overrides_to_dict(opts), explicit)
+    translate_legacy_keys(cfg, explicit)
+    validate_cfg(cfg)
+    if freeze:
+        cfg.freeze()
+    return cfg
+
+
+def cfg_to_dict(cfg):
+    """A plain nested dict of a CfgNode (for saving, hashing and comparing)."""
+    if isinstance(cfg, CN):
+        return {k: cfg_to_dict(v) for k, v in cfg.items()}
+    if isinstance(cfg, tuple):
+        return list(cfg)
+    return cfg
+
+
+def diff_cfg(a, b, prefix=""):
+    """Dotted keys whose values differ between two configs (dicts or CfgNodes)."""
+    a, b = cfg_to_dict(a), cfg_to_dict(b)
+    out = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += diff_cfg(va, vb, f"{prefix}{k}.")
+        elif va != vb:
+            out.append(f"{prefix}{k}")
+    return out
+
+
+def log_msg(msg, mode="INFO"):
+    """mdistiller's coloured console message."""
+    color_map = {"INFO": 36, "TRAIN": 32, "EVAL": 31}
+    return f"\033[{color_map.get(mode, 36)}m[{mode}] {msg}\033[0m"
+
+
+def show_cfg(cfg):
+    dump_cfg = CN()
+    dump_cfg.EXPERIMENT = cfg.EXPERIMENT
+    dump_cfg.DATASET = cfg.DATASET
+    dump_cfg.DISTILLER = cfg.DISTILLER
+    dump_cfg.SOLVER = cfg.SOLVER
+    dump_cfg.LOG = cfg.LOG
+    if cfg.DISTILLER.TYPE in cfg:
+        dump_cfg.update({cfg.DISTILLER.TYPE: cfg.get(cfg.DISTILLER.TYPE)})
+    print(log_msg("CONFIG:\n{}".format(dump_cfg.dump()), "INFO"))
+
+
+__all__ = ["CFG", "load_cfg", "get_default_cfg", "merge_dict", "validate_cfg", "cfg_to_dict",
+           "diff_cfg", "overrides_to_dict", "ConfigWarning", "log_msg", "show_cfg"]

@@ -1,0 +1,126 @@
+"""Checkpoints: atomic writes, mdistiller-compatible layouts, and teacher loading.
+
+Run folders hold mdistiller's files: ``latest``, ``best``, ``epoch_N`` (the whole distiller,
+optimizer and epoch) and ``student_latest``, ``student_best``, ``student_N`` (``{"model":
+student_state_dict}``, the format of mdistiller's published teacher checkpoints). Every file
+is written to a temporary file in the same folder and renamed into place, so a crash or a
+full disk never leaves a half-written checkpoint under a real name.
+"""
+
+import errno
+import os
+import pickle
+import tempfile
+import zipfile
+
+import torch
+
+from ..utils.errors import CheckpointError
+
+CKPT_FIX = ("get a teacher with 'python3 tools/download_ckpts.py' (mdistiller's cifar_teachers.tar) "
+            "or train one with DISTILLER.TYPE NONE, then pass it as DISTILLER.TEACHER_CKPT")
+
+
+def save_checkpoint(obj, path):
+    """Write ``obj`` to ``path`` atomically (temporary file + rename).
+
+    On failure the temporary file is removed, any previous file at ``path`` is left
+    untouched, and a CheckpointError says so.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except (OSError, RuntimeError, pickle.PicklingError) as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        reason = os.strerror(e.errno) if isinstance(e, OSError) and e.errno else str(e)
+        hint = "free some disk space" if getattr(e, "errno", None) == errno.ENOSPC else "check the folder"
+        raise CheckpointError(
+            f"could not write checkpoint '{path}': {reason}; the previous checkpoint there is intact; "
+            f"{hint}, then continue with --resume"
+        ) from e
+
+
+def load_checkpoint(path, map_location="cpu"):
+    """Load a checkpoint file, turning missing / truncated / corrupt files into CheckpointError."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint '{path}' does not exist")
+    if os.path.getsize(path) == 0:
+        raise CheckpointError(f"checkpoint '{path}' is empty (truncated); replace it")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"checkpoint '{path}' is truncated or corrupt ({first[:160]}); replace it") from None
+
+
+def strip_prefix(state, prefix):
+    """Remove ``prefix`` from every key that has it (e.g. DataParallel's ``module.``)."""
+    return {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in state.items()}
+
+
+def extract_model_state(obj, part="student"):
+    """The model state dict inside a checkpoint of any supported layout.
+
+    Accepts a raw state dict, ``{"model": state_dict}`` (mdistiller teachers, our
+    ``student_*`` files) and mdistiller distiller checkpoints whose keys carry
+    ``module.`` and ``student.``/``teacher.`` prefixes (``part`` picks which).
+    """
+    state = obj.get("model", obj) if isinstance(obj, dict) else None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError("checkpoint holds no model state dict (expected {'model': state_dict})")
+    state = strip_prefix(state, "module.")
+    prefixed = [k for k in state if k.startswith(f"{part}.")]
+    if prefixed:
+        state = {k[len(part) + 1:]: v for k, v in state.items() if k.startswith(f"{part}.")}
+    return strip_prefix(state, "module.")
+
+
+def describe_mismatch(model, state, limit=4):
+    """A short text of missing/unexpected keys and shape differences, or '' if they fit."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
+              if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    parts = []
+
+    def show(label, items):
+        if items:
+            more = f" (+{len(items) - limit} more)" if len(items) > limit else ""
+            parts.append(f"{label}: {', '.join(items[:limit])}{more}")
+
+    show("missing keys", missing)
+    show("unexpected keys", unexpected)
+    show("shape differences (checkpoint vs model)", shapes)
+    return "; ".join(parts)
+
+
+def load_model_weights(model, path, name, part="student"):
+    """Strictly load the weights at ``path`` into ``model`` or raise a CheckpointError that
+    says what differs (another architecture, another number of classes)."""
+    state = extract_model_state(load_checkpoint(path), part)
+    mismatch = describe_mismatch(model, state)
+    if mismatch:
+        own = model.state_dict()
+        cls_keys = [k for k in own if k in state and own[k].dim() >= 1 and state[k].dim() >= 1
+                    and own[k].shape[1:] == state[k].shape[1:] and own[k].shape[0] != state[k].shape[0]]
+        only_classes = cls_keys and all(k in cls_keys for k in own if k in state
+                                        and tuple(own[k].shape) != tuple(state[k].shape)) and \
+            not any(k not in state for k in own)
+        if only_classes:
+            k = cls_keys[-1]
+            raise CheckpointError(
+                f"checkpoint '{path}' is for {state[k].shape[0]} classes but {name} here has "
+                f"{own[k].shape[0]} (the dataset's class count); use a checkpoint trained on this dataset"
+            )
+        raise CheckpointError(f"checkpoint '{path}' does not fit model {name}: {mismatch}")
+    model.load_state_dict(state)
+    return model

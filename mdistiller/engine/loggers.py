@@ -1,0 +1,106 @@
+"""Where training statistics go: worklog.txt (mdistiller's format), metrics.jsonl,
+TensorBoard (tensorboardX) and wandb. Only rank 0 builds a RunLogger."""
+
+import json
+import os
+import uuid
+
+from .cfg import cfg_to_dict
+
+
+class RunLogger:
+    def __init__(self, cfg, run_dir, resume=False):
+        self.run_dir = run_dir
+        self.tb = None
+        self.wandb = None
+        if cfg.LOG.TENSORBOARD:
+            from tensorboardX import SummaryWriter
+
+            self.tb = SummaryWriter(os.path.join(run_dir, "train.events"))
+        if cfg.LOG.WANDB:
+            import wandb
+
+            self.wandb = wandb.init(
+                project=cfg.EXPERIMENT.PROJECT,
+                name=os.path.basename(run_dir),
+                config=cfg_to_dict(cfg),
+                dir=run_dir,
+                resume="allow" if resume else None,
+                id=self._wandb_id(resume),
+            )
+
+    def _wandb_id(self, resume):
+        path = os.path.join(self.run_dir, "wandb_id.txt")
+        if resume and os.path.isfile(path):
+            with open(path) as f:
+                return f.read().strip()
+        run_id = uuid.uuid4().hex[:8]
+        with open(path, "w") as f:
+            f.write(run_id)
+        return run_id
+
+    def text(self, line):
+        """Append a free-form line to worklog.txt (and print it)."""
+        with open(os.path.join(self.run_dir, "worklog.txt"), "a") as f:
+            f.write(line + os.linesep)
+
+    def scalars(self, values, step):
+        """Scalars during an epoch (losses, accuracy, lr) at a global step."""
+        if self.tb is not None:
+            for k, v in values.items():
+                self.tb.add_scalar(k, v, step)
+        if self.wandb is not None:
+            self.wandb.log(dict(values), step=step)
+
+    def epoch(self, epoch, lr, record, step):
+        """End-of-epoch record: worklog.txt block, metrics.jsonl line, TB/wandb scalars."""
+        keys = ["train_acc", "train_loss", "test_acc", "test_acc_top5", "test_loss"]
+        lines = ["-" * 25, f"epoch: {epoch}", f"lr: {lr:.2f}"] + [f"{k}: {record[k]:.2f}" for k in keys] + ["-" * 25]
+        with open(os.path.join(self.run_dir, "worklog.txt"), "a") as f:
+            f.write(os.linesep.join(lines) + os.linesep)
+        with open(os.path.join(self.run_dir, "metrics.jsonl"), "a") as f:
+            f.write(json.dumps(record) + "\n")
+        flat = {f"epoch/{k}": record[k] for k in keys + ["best_acc"]}
+        flat.update({f"epoch/{k}": v for k, v in record["losses"].items()})
+        flat["epoch/lr"] = lr
+        self.scalars(flat, step)
+
+    def close(self):
+        if self.tb is not None:
+            self.tb.close()
+        if self.wandb is not None:
+            self.wandb.finish()
+
+
+class NullLogger:
+    """What ranks other than 0 get: writes nothing."""
+
+    def text(self, line):
+        pass
+
+    def scalars(self, values, step):
+        pass
+
+    def epoch(self, epoch, lr, record, step):
+        pass
+
+    def close(self):
+        pass
+
+
+def read_metrics(run_dir):
+    """The per-epoch records of a run folder (empty list if none)."""
+    path = os.path.join(run_dir, "metrics.jsonl")
+    if not os.path.isfile(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def truncate_metrics(run_dir, last_epoch):
+    """Drop records after ``last_epoch`` (a resumed run rewrites them)."""
+    records = [r for r in read_metrics(run_dir) if r["epoch"] <= last_epoch]
+    path = os.path.join(run_dir, "metrics.jsonl")
+    if os.path.isfile(path):
+        with open(path, "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in records)

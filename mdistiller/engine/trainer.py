@@ -1,0 +1,367 @@
+"""The one trainer for every distiller and view count.
+
+A step: move the batch to the device, build its views on the device, let the distiller
+add what it needs (``prepare_batch``), forward under autocast, sum the already weighted
+losses, backward, and update, all without a host synchronisation. Statistics stay on the
+device and are read every ``LOG.READ_FREQ`` steps; a non-finite loss sets a device flag
+that makes the fused SGD skip that update (as GradScaler does) and stops the run at the
+next read, naming the step and the loss terms.
+"""
+
+import contextlib
+import os
+import signal
+import time
+
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from ..utils.errors import NonFiniteLossError
+from .checkpoint import save_checkpoint
+from .utils import derive_seed, rng_state, seed_everything, set_rng_state, topk_correct
+
+try:
+    from tqdm.auto import tqdm
+except ImportError:  # pragma: no cover - tqdm is a requirement
+    tqdm = None
+
+
+@torch.no_grad()
+def evaluate(model_fn, loader, transform, ctx, autocast=contextlib.nullcontext, memory_format=None):
+    """Top-1, top-5 (percent) and mean cross-entropy of ``model_fn`` over ``loader``,
+    summed over ranks so each validation sample counts exactly once."""
+    dev = ctx.device
+    sums = torch.zeros(4, device=dev, dtype=torch.float64)
+    for batch in loader:
+        batch = transform({k: v.to(dev, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()})
+        image = batch["image"]
+        if memory_format is torch.channels_last:
+            image = image.contiguous(memory_format=memory_format)
+        with autocast():
+            logits = model_fn(image)
+        logits, target = logits.float(), batch["target"]
+        c1, c5 = topk_correct(logits, target)
+        loss = torch.nn.functional.cross_entropy(logits, target, reduction="sum")
+        sums += torch.stack([torch.ones((), device=dev, dtype=torch.float64) * target.shape[0],
+                             c1.double(), c5.double(), loss.double()])
+    ctx.all_reduce_sum(sums)
+    n, c1, c5, loss = sums.tolist()
+    n = max(n, 1.0)
+    return {"top1": 100 * c1 / n, "top5": 100 * c5 / n, "loss": loss / n, "count": int(n)}
+
+
+class StopRequested(Exception):
+    """SIGINT/SIGTERM arrived; the run saved an ``interrupted`` checkpoint."""
+
+    def __init__(self, path):
+        super().__init__(path)
+        self.path = path
+
+
+def lr_at(cfg, epoch):
+    """mdistiller's step schedule: LR * RATE ** (number of stages strictly below epoch)."""
+    steps = sum(epoch > s for s in cfg.SOLVER.LR_DECAY_STAGES)
+    return cfg.SOLVER.LR * (cfg.SOLVER.LR_DECAY_RATE ** steps)
+
+
+def build_optimizer(cfg, params, device):
+    """SGD; fused where available so a device-side ``found_inf`` flag can skip a step."""
+    fused = device.type in ("cpu", "cuda")
+    return torch.optim.SGD(params, lr=cfg.SOLVER.LR, momentum=cfg.SOLVER.MOMENTUM,
+                           weight_decay=cfg.SOLVER.WEIGHT_DECAY, fused=fused or None)
+
+
+class Trainer:
+    """Runs epochs of ``distiller`` on ``loaders``; see :meth:`train`."""
+
+    def __init__(self, cfg, distiller, loaders, transforms, ctx, run_dir=None, logger=None,
+                 generator=None, argv=()):
+        self.cfg = cfg
+        self.ctx = ctx
+        self.device = ctx.device
+        self.distiller = distiller
+        self.train_loader, self.val_loader = loaders
+        self.train_transform, self.val_transform = transforms
+        self.run_dir = run_dir
+        self.logger = logger
+        self.generator = generator
+        self.argv = list(argv)
+        self.amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.SOLVER.AMP]
+        self.memory_format = torch.channels_last if cfg.SOLVER.CHANNELS_LAST else torch.contiguous_format
+        self.model = distiller
+        if ctx.distributed:
+            teacher_names = [n for n, _ in distiller.named_parameters() if n.startswith("teacher.")]
+            teacher_names += [n for n, _ in distiller.named_buffers() if n.startswith("teacher.")]
+            DDP._set_params_and_buffers_to_ignore_for_model(distiller, teacher_names)
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.model = DDP(distiller, device_ids=ids)
+        self.optimizer = build_optimizer(cfg, distiller.get_learnable_parameters(), self.device)
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype is torch.float16 else None
+        self.start_epoch, self.start_step, self.best_acc = 1, 0, -1.0
+        self.global_step = 0
+        self._partial = None  # statistics of an interrupted epoch being resumed
+        self._stop = False
+
+    # ---------------------------------------------------------------------------------
+    # steps
+    # ---------------------------------------------------------------------------------
+    def autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    def to_device(self, batch):
+        return {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+    def prepare(self, batch, transform):
+        batch = transform(self.to_device(batch))
+        if self.memory_format is torch.channels_last:
+            batch = {k: v.contiguous(memory_format=torch.channels_last) if torch.is_tensor(v) and v.dim() == 4 else v
+                     for k, v in batch.items()}
+        return batch
+
+    def train_step(self, batch, epoch):
+        """One optimisation step on a raw (collated, CPU) batch; returns device tensors
+        ``(logits, target, losses, total, finite)`` and never synchronises."""
+        batch = self.prepare(batch, self.train_transform)
+        batch = self.distiller.prepare_batch(batch)
+        with self.autocast():
+            logits, losses = self.model(**batch, epoch=epoch)
+        total = sum(losses.values())
+        finite = torch.isfinite(total)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(total).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            total.backward()
+            if self.optimizer.defaults.get("fused"):
+                self.optimizer.found_inf = (~finite).float()
+            else:  # no fused kernel for this device: zero the update's gradients instead
+                for g in self.optimizer.param_groups:
+                    for p in g["params"]:
+                        if p.grad is not None:
+                            p.grad.mul_(finite)
+            self.optimizer.step()
+        return logits, batch["target"], losses, total, finite
+
+    # ---------------------------------------------------------------------------------
+    # epochs
+    # ---------------------------------------------------------------------------------
+    def _seed_epoch(self, epoch):
+        """Every epoch's randomness derives from (seed, epoch, rank), so a run resumed at
+        an epoch boundary draws exactly what an uninterrupted one does."""
+        s = derive_seed(self.cfg.EXPERIMENT.SEED, epoch, self.ctx.rank)
+        seed_everything(s)
+        if self.generator is not None:
+            self.generator.manual_seed(s)
+
+    def train_epoch(self, epoch):
+        cfg, dev = self.cfg, self.device
+        self.distiller.train()
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr_at(cfg, epoch)
+        start_step = self.start_step if epoch == self.start_epoch else 0
+        if start_step == 0:
+            self._seed_epoch(epoch)
+        from ..dataset.loader import set_epoch
+
+        set_epoch(self.train_loader, epoch, start_step=start_step)
+        names = None
+        stats = self._partial or {}
+        self._partial = None
+        zero = torch.zeros((), device=dev, dtype=torch.float64)
+        seen = stats.get("seen", zero.clone())
+        correct = stats.get("correct", zero.clone())
+        loss_sum = stats.get("loss_sum", zero.clone())
+        term_sums = stats.get("term_sums")
+        bad_step = torch.full((), -1, device=dev, dtype=torch.long)
+        bad_terms = None
+        steps_per_epoch = len(self.train_loader) + start_step
+        bar = None
+        if cfg.LOG.PROGRESS and self.ctx.is_main and tqdm is not None:
+            bar = tqdm(total=len(self.train_loader.dataset), initial=min(start_step * cfg.SOLVER.BATCH_SIZE,
+                       len(self.train_loader.dataset)), desc=f"epoch {epoch}/{cfg.SOLVER.EPOCHS}", unit="img",
+                       dynamic_ncols=True, leave=False)
+        t0 = time.time()
+        step = start_step
+        for step, batch in enumerate(self.train_loader, start=start_step + 1):
+            logits, target, losses, total, finite = self.train_step(batch, epoch)
+            if names is None:
+                names = sorted(losses)
+                if term_sums is None:
+                    term_sums = torch.zeros(len(names), device=dev, dtype=torch.float64)
+                bad_terms = torch.zeros(len(names), device=dev, dtype=torch.float64)
+            n = target.shape[0]
+            terms = torch.stack([losses[k].detach().double() for k in names])
+            first_bad = (~finite) & (bad_step < 0)
+            bad_step = torch.where(first_bad, torch.full_like(bad_step, step), bad_step)
+            bad_terms = torch.where(first_bad, terms, bad_terms)
+            ok = finite.double()
+            seen += n * ok
+            term_sums += terms * n * ok
+            loss_sum += total.detach().double() * n * ok
+            correct += topk_correct(logits.detach(), target, ks=(1,))[0] * ok
+            self.global_step += 1
+            if bar is not None:
+                bar.update(n * self.ctx.world_size)
+            last = step == steps_per_epoch
+            if step % cfg.LOG.READ_FREQ == 0 or last:
+                self._check_finite(epoch, bad_step, bad_terms, names)
+                s = max(seen.item(), 1.0)
+                values = {f"train/{k}": v / s for k, v in zip(names, term_sums.tolist())}
+                values.update({"train/acc": 100 * correct.item() / s, "train/lr": self.optimizer.param_groups[0]["lr"]})
+                if bar is not None:
+                    bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in values.items() if k != "train/lr"})
+                if self.logger is not None:
+                    self.logger.scalars(values, self.global_step)
+            if self.ctx.agree(self._stop):
+                self._save_interrupted(epoch, step, dict(seen=seen, correct=correct, loss_sum=loss_sum,
+                                                         term_sums=term_sums), bad_step, bad_terms, names)
+        if bar is not None:
+            bar.close()
+        self._check_finite(epoch, bad_step, bad_terms, names)
+        sums = torch.cat([torch.stack([seen, correct, loss_sum]), term_sums if term_sums is not None else zero[None]])
+        self.ctx.all_reduce_sum(sums)
+        seen_all = max(sums[0].item(), 1.0)
+        return {
+            "train_acc": 100 * sums[1].item() / seen_all,
+            "train_loss": sums[2].item() / seen_all,
+            "losses": {k: v / seen_all for k, v in zip(names or [], sums[3:].tolist())},
+            "train_time": time.time() - t0,
+        }
+
+    def _check_finite(self, epoch, bad_step, bad_terms, names):
+        if names is None or bad_step.item() < 0:
+            return
+        terms = ", ".join(f"{k}={v:.4g}" for k, v in zip(names, bad_terms.tolist()))
+        latest = os.path.join(self.run_dir, "latest") if self.run_dir else "the last epoch-end checkpoint"
+        raise NonFiniteLossError(
+            f"non-finite loss at epoch {epoch}, step {bad_step.item()} ({terms}); the update was skipped and "
+            f"'{latest}' is intact; lower SOLVER.LR, check the data, or use SOLVER.AMP none, then --resume"
+        )
+
+    def evaluate(self, model_fn=None):
+        """Validation of the student (or ``model_fn``) over the whole validation set."""
+        self.distiller.eval()
+        return evaluate(model_fn or self.distiller.forward_test, self.val_loader, self.val_transform,
+                        self.ctx, self.autocast, self.memory_format)
+
+    def evaluate_teacher(self):
+        teacher = self.distiller.teacher
+        return self.evaluate(lambda x: teacher(x)[0])
+
+    # ---------------------------------------------------------------------------------
+    # checkpoints
+    # ---------------------------------------------------------------------------------
+    def state(self, epoch, **extra):
+        state = {"epoch": epoch, "model": self.distiller.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "best_acc": self.best_acc, "global_step": self.global_step}
+        if self.scaler is not None:
+            state["scaler"] = self.scaler.state_dict()
+        from .cfg import cfg_to_dict
+
+        state["config"] = cfg_to_dict(self.cfg)
+        state.update(extra)
+        return state
+
+    def save_epoch(self, epoch, test_acc):
+        """mdistiller's files: latest, student_latest, epoch_N/student_N every
+        SAVE_CHECKPOINT_FREQ epochs, best/student_best on a new best. Rank 0 only."""
+        if not self.ctx.is_main or self.run_dir is None:
+            return
+        path = lambda name: os.path.join(self.run_dir, name)  # noqa: E731
+        state = self.state(epoch)
+        student = {"model": self.distiller.student.state_dict(), "epoch": epoch, "acc": test_acc}
+        save_checkpoint(state, path("latest"))
+        save_checkpoint(student, path("student_latest"))
+        if epoch % self.cfg.LOG.SAVE_CHECKPOINT_FREQ == 0:
+            save_checkpoint(state, path(f"epoch_{epoch}"))
+            save_checkpoint(student, path(f"student_{epoch}"))
+        if test_acc >= self.best_acc:
+            self.best_acc = test_acc
+            save_checkpoint(state, path("best"))
+            save_checkpoint(student, path("student_best"))
+
+    def _save_interrupted(self, epoch, step, stats, bad_step, bad_terms, names):
+        self._check_finite(epoch, bad_step, bad_terms, names)
+        path = os.path.join(self.run_dir, "interrupted") if self.run_dir else None
+        if self.ctx.is_main and path:
+            state = self.state(epoch - 1, interrupted={"epoch": epoch, "step": step, "rng": rng_state(self.generator),
+                                                       "stats": {k: v.cpu() for k, v in stats.items() if v is not None}})
+            save_checkpoint(state, path)
+        self.ctx.barrier()
+        raise StopRequested(path)
+
+    def load_state(self, state):
+        """Restore from a ``latest`` (epoch end) or ``interrupted`` (mid-epoch) state."""
+        self.distiller.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scaler is not None and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
+        self.best_acc = state.get("best_acc", -1.0)
+        self.global_step = state.get("global_step", 0)
+        inter = state.get("interrupted")
+        if inter:
+            self.start_epoch, self.start_step = inter["epoch"], inter["step"]
+            set_rng_state(inter["rng"], self.generator)
+            self._partial = {k: v.to(self.device) for k, v in inter["stats"].items()}
+        else:
+            self.start_epoch, self.start_step = state["epoch"] + 1, 0
+
+    # ---------------------------------------------------------------------------------
+    # the loop
+    # ---------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def stop_signals(self):
+        """SIGINT/SIGTERM ask the loop to stop after the current step and save."""
+        def handler(signum, frame):
+            if self._stop:  # second signal: stop now
+                raise KeyboardInterrupt
+            self._stop = True
+            if self.logger is not None:
+                self.logger.text(f"received signal {signum}: stopping after this step")
+
+        old = {}
+        try:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                old[sig] = signal.signal(sig, handler)
+        except ValueError:  # not the main thread: no handlers
+            pass
+        try:
+            yield
+        finally:
+            for sig, h in old.items():
+                signal.signal(sig, h)
+
+    def train(self):
+        """Train from ``start_epoch`` to ``SOLVER.EPOCHS``; returns the best test top-1."""
+        from .loggers import truncate_metrics
+
+        if self.ctx.is_main and self.run_dir:
+            truncate_metrics(self.run_dir, self.start_epoch - 1)
+        with self.stop_signals():
+            for epoch in range(self.start_epoch, self.cfg.SOLVER.EPOCHS + 1):
+                train_stats = self.train_epoch(epoch)
+                val = self.evaluate()
+                self.save_epoch(epoch, val["top1"])
+                record = {
+                    "epoch": epoch, "lr": lr_at(self.cfg, epoch),
+                    "train_acc": train_stats["train_acc"], "train_loss": train_stats["train_loss"],
+                    "test_acc": val["top1"], "test_acc_top5": val["top5"], "test_loss": val["loss"],
+                    "best_acc": self.best_acc, "time": train_stats["train_time"], "losses": train_stats["losses"],
+                }
+                if self.logger is not None:
+                    self.logger.epoch(epoch, record["lr"], record, self.global_step)
+                if self.ctx.is_main and self.run_dir:
+                    inter = os.path.join(self.run_dir, "interrupted")
+                    if os.path.exists(inter):
+                        os.unlink(inter)
+                    print(f"epoch {epoch}: train_acc {record['train_acc']:.2f} train_loss {record['train_loss']:.4f} "
+                          f"test_acc {val['top1']:.2f} test_acc_top5 {val['top5']:.2f} best {self.best_acc:.2f}",
+                          flush=True)
+        if self.logger is not None:
+            self.logger.text(f"best_acc\t{self.best_acc:.2f}")
+        return self.best_acc
+

@@ -1,0 +1,67 @@
+"""Shared test helpers: reference data loading and the reference's deterministic fill."""
+
+import gzip
+import json
+import math
+import os
+import zlib
+from functools import lru_cache
+
+import pytest
+import torch
+
+DATA_DIR = os.path.join(os.path.dirname(__file__), "data")
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@lru_cache(maxsize=None)
+def load_reference(name):
+    """Load ``tests/data/<name>.json.gz`` (recorded from the reference implementations)."""
+    with gzip.open(os.path.join(DATA_DIR, f"{name}.json.gz"), "rt") as f:
+        return json.load(f)
+
+
+def fill_values(key, shape):
+    """The reference README's deterministic fill for one state-dict entry (float64 values)."""
+    n = 1
+    for s in shape:
+        n *= s
+    phase = (zlib.crc32(key.encode()) % 1000) / 100
+    v = torch.sin(0.37 * torch.arange(n, dtype=torch.float64) + phase)
+    if key.endswith("running_var"):
+        v = v.abs() + 0.5
+    elif key.endswith("running_mean"):
+        v = 0.1 * v
+    elif key.endswith(".weight") and len(shape) == 1:
+        v = 0.5 + 0.1 * v
+    else:
+        fan_in = max(1, n // shape[0]) if len(shape) >= 2 else n
+        v = v * math.sqrt(2 / fan_in)
+    return v.reshape(shape)
+
+
+def deterministic_fill(module, keep=lambda key: False):
+    """Apply the fill to every state-dict entry of ``module`` (except keys where ``keep``)."""
+    sd = module.state_dict()
+    new = {}
+    for k, t in sd.items():
+        if keep(k):
+            new[k] = t
+        elif not t.is_floating_point():
+            new[k] = torch.zeros_like(t)
+        else:
+            new[k] = fill_values(k, tuple(t.shape)).to(t.dtype)
+    module.load_state_dict(new)
+    return module
+
+
+def probe_input(batch=2, dtype=torch.float64):
+    n = batch * 3 * 32 * 32
+    return torch.sin(0.01 * torch.arange(n, dtype=dtype)).reshape(batch, 3, 32, 32)
+
+
+@pytest.fixture
+def reference():
+    return load_reference

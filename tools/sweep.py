@@ -1,0 +1,14 @@
+#!/usr/bin/env python3
+"""Run a grid of experiments (or print their commands); see mdistiller/cli/sweep.py."""
+
+import importlib.util
+import os
+import sys
+
+if importlib.util.find_spec("mdistiller") is None:  # not installed: use this checkout
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from mdistiller.cli.sweep import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main())
