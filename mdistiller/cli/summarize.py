@@ -24,6 +24,7 @@ import os
 import re
 import statistics
 import sys
+import textwrap
 import warnings
 from dataclasses import dataclass, field
 
@@ -322,16 +323,16 @@ def plot_curves(groups, path):
             continue
         unfinished = ", unfinished" if any(not r.finished for r in g.runs) else ""
         line, = ax.plot(epochs, mean, marker="o" if len(epochs) < 20 else None, markersize=3,
-                        label=f"{g.label} (n={len(g.runs)}{unfinished})")
+                        label=textwrap.fill(f"{g.label} (n={len(g.runs)}{unfinished})", 100))
         ax.fill_between(epochs, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
                         color=line.get_color(), alpha=0.2, linewidth=0)
     _published_line(ax, groups)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set(xlabel="epoch", ylabel="test top-1 (%)", title="test top-1 over epochs (mean ± std over seeds)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path)
+    # below the axes: group labels can be long when several keys vary
+    ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.13), frameon=False)
+    fig.savefig(path, bbox_inches="tight")
     return path
 
 

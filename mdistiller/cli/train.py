@@ -13,7 +13,7 @@ import sys
 
 import torch
 
-from ..engine.cfg import cfg_to_dict, diff_cfg, load_cfg
+from ..engine.cfg import diff_cfg, load_cfg
 from ..utils.errors import CheckpointError, ConfigError, MdistillerError
 from .common import add_debug_flag, user_errors
 
@@ -90,7 +90,7 @@ def dry_run(trainer, distiller, cfg):
 
 def train(cfg, args, argv):
     from ..engine.build import build_run
-    from ..engine.checkpoint import load_checkpoint, save_checkpoint  # noqa: F401
+    from ..engine.checkpoint import load_checkpoint
     from ..engine.dist import init_distributed, shutdown_distributed
     from ..engine.loggers import RunLogger
     from ..engine.trainer import StopRequested, Trainer
@@ -117,9 +117,10 @@ def train(cfg, args, argv):
             if args.overwrite and os.path.isdir(run_dir):
                 shutil.rmtree(run_dir)
             os.makedirs(run_dir, exist_ok=True)
+            # on resume only RESUME_FREE_KEYS may differ (e.g. more epochs): record them
+            with open(os.path.join(run_dir, "config.yaml"), "w") as f:
+                f.write(cfg.dump())
             if state is None:
-                with open(os.path.join(run_dir, "config.yaml"), "w") as f:
-                    f.write(cfg.dump())
                 with open(os.path.join(run_dir, "provenance.json"), "w") as f:
                     json.dump(provenance(cfg, argv, ctx.world_size), f, indent=2)
         ctx.barrier()

@@ -221,10 +221,11 @@ def crop_flip(x, oy, ox, flip, pad):
     n, c, h, w = x.shape
     if pad:
         x = nnf.pad(x, (pad, pad, pad, pad))
-    ar_h, ar_w = torch.arange(h), torch.arange(w)
-    rows = oy.view(-1, 1) + ar_h
-    cols = ox.view(-1, 1) + torch.where(flip.view(-1, 1), w - 1 - ar_w, ar_w)
-    lin = _to(rows[:, :, None] * x.shape[-1] + cols[:, None, :], x.device).view(n, 1, h * w)
+    oy, ox, flip = (_to(t.view(-1, 1), x.device) for t in (oy, ox, flip))
+    ar_h, ar_w = torch.arange(h, device=x.device), torch.arange(w, device=x.device)
+    rows = oy + ar_h
+    cols = ox + torch.where(flip, w - 1 - ar_w, ar_w)
+    lin = (rows[:, :, None] * x.shape[-1] + cols[:, None, :]).view(n, 1, h * w)
     return x.flatten(2).gather(2, lin.expand(n, c, h * w)).view(n, c, h, w)
 
 
@@ -270,6 +271,8 @@ class BatchTransform:
     def __init__(self, spec, num_views, train, device, generator=None, record=False):
         if num_views not in (1, 2):
             raise ConfigError(f"the input pipeline makes 1 or 2 views, not {num_views}")
+        if generator is not None and generator.device.type != "cpu":
+            raise ValueError("the batch transform draws its random parameters on the CPU; pass a CPU torch.Generator")
         self.num_views, self.train, self.pad = num_views, train, spec.pad
         self.generator, self.record, self.last_params = generator, record, None
         std = torch.tensor(spec.std, dtype=torch.float32, device=device).view(1, -1, 1, 1)

@@ -6,7 +6,6 @@ training device (see :mod:`mdistiller.dataset.augment`), so workers only decode 
 full-size images, crop).
 """
 
-import os
 from dataclasses import dataclass
 
 import torch
@@ -44,6 +43,11 @@ class DatasetSpec:
     def num_train(self):
         """Number of training samples (the size of CRD's memory bank)."""
         return len(self.train)
+
+    @property
+    def train_targets(self):
+        """int64 labels of the training samples, by ``index`` (CRD's class-wise sampling)."""
+        return torch.as_tensor(self.train.targets, dtype=torch.int64)
 
 
 def data_root(cfg, default):
@@ -100,8 +104,3 @@ def apply_subset(dataset, fraction):
     if fraction >= 1:
         return dataset
     return IndexedSubset(dataset, subset_indices(len(dataset), fraction))
-
-
-def has_files(path, names):
-    """True when every file of ``names`` exists in ``path``."""
-    return all(os.path.isfile(os.path.join(path, n)) for n in names)

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from ..utils.errors import DataError
-from .base import DatasetSpec, TensorImageDataset, has_files, register_dataset
+from .base import DatasetSpec, TensorImageDataset, register_dataset
 
 SYSTEM_ROOT = "/usr/share/datasets/fashion-mnist"
 FILES = {
@@ -48,6 +48,10 @@ def load_split(root, split):
     return images.contiguous(), labels.long()
 
 
+def has_files(path, names):
+    return all(os.path.isfile(os.path.join(path, n)) for n in names)
+
+
 def find_root(cfg):
     """The folder holding the four gzip IDX files (downloading them if need be)."""
     names = FILES["train"] + FILES["val"]
@@ -55,7 +59,7 @@ def find_root(cfg):
         if not has_files(cfg.DATASET.ROOT, names):
             raise DataError(
                 f"Fashion-MNIST not found in DATASET.ROOT '{cfg.DATASET.ROOT}': it needs {', '.join(names)}; "
-                f"point DATASET.ROOT elsewhere or clear it to use {SYSTEM_ROOT}")
+                f"point DATASET.ROOT elsewhere, or clear it to use {SYSTEM_ROOT} (apt-get install dataset-fashion-mnist)")
         return cfg.DATASET.ROOT
     if has_files(SYSTEM_ROOT, names):
         return SYSTEM_ROOT

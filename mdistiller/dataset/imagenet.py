@@ -7,6 +7,8 @@ return uint8 tensors; the flip and normalization happen on the device.
 import os
 
 from torch.utils.data import Dataset
+from torchvision.datasets import ImageFolder
+from torchvision.transforms import v2
 
 from ..utils.errors import DataError
 from .base import DatasetSpec, data_root, register_dataset
@@ -20,9 +22,6 @@ class ImageFolderDataset(Dataset):
     """An ImageFolder whose items are ``{"image": uint8 CHW, "target", "index"}`` dicts."""
 
     def __init__(self, root, train):
-        from torchvision.datasets import ImageFolder
-        from torchvision.transforms import v2
-
         crop = [v2.RandomResizedCrop(SIZE)] if train else [v2.Resize(256), v2.CenterCrop(SIZE)]
         self.transform = v2.Compose(crop + [v2.PILToTensor()])
         self.folder = ImageFolder(root)

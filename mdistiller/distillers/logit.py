@@ -139,6 +139,9 @@ class MLKD(LogitDistiller):
         }
 
 
+register_distiller("KD_ours", MLKD)  # the MLKD repository's name for it, so its YAML files run
+
+
 @register_distiller("SLD")
 class SLD(LogitDistiller):
     """Swapped Logit Distillation, per view (``SLD.VIEWS``: weak + strong, or weak only):
@@ -164,7 +167,7 @@ class SLD(LogitDistiller):
         return cfg.SLD.VIEWS
 
     def losses(self, student, teacher, target, epoch):
-        student_swap = epoch >= self.gamma
+        student_swap = epoch > self.gamma
         kd = sum(sld_loss(z_s, z_t, target, self.temperatures, student_swap, self.detach_pseudo_teacher)
                  for z_s, z_t in zip(student, teacher))
         return {

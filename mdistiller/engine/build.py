@@ -89,7 +89,7 @@ def build_run(cfg, ctx, seed=0):
         distiller.student.compile()
     views = num_views(cfg)
     loaders = build_loaders(cfg, spec, views, rank=ctx.rank, world_size=ctx.world_size, seed=seed)
-    generator = torch.Generator(device=ctx.device)
+    generator = torch.Generator()  # augmentation parameters are drawn on the CPU
     generator.manual_seed(seed)
     transforms = (build_batch_transform(spec, views, train=True, device=ctx.device, generator=generator),
                   build_batch_transform(spec, 1, train=False, device=ctx.device))

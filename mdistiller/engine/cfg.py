@@ -34,6 +34,11 @@ LEGACY_KD_KEYS = {
     "MLKD": {"KD.LOSS.CE_WEIGHT": "MLKD.CE_WEIGHT", "KD.LOSS.KD_WEIGHT": "MLKD.KD_WEIGHT",
              "KD.TEMPERATURE": "MLKD.TEMPERATURES[0]"},
 }
+LEGACY_KD_KEYS["KD_ours"] = LEGACY_KD_KEYS["MLKD"]  # the MLKD repository's distiller name
+
+
+# list keys whose default is empty: the element type they take
+ELEMENT_TYPES = {"DISTILLER.EXTRA": ["str"]}
 
 
 class ConfigWarning(UserWarning):
@@ -161,36 +166,52 @@ def coerce_value(full_key, default, value):
     raise bad()
 
 
-def _merge(cfg, data, prefix="", explicit=None):
+def _merge(cfg, data, prefix="", explicit=None, root=None):
+    root = cfg if root is None else root
     for k, v in data.items():
         full = f"{prefix}{k}"
         if not isinstance(k, str) or k not in cfg:
-            raise _unknown_key(full, cfg)
+            if isinstance(v, dict):  # a whole unknown section: suggest a section
+                close = difflib.get_close_matches(str(k), [n for n in cfg if isinstance(cfg[n], CN)], n=1)
+                hint = f"; did you mean '{prefix}{close[0]}'?" if close else ""
+                raise ConfigError(f"unknown config section '{full}'{hint}")
+            raise _unknown_key(full, root)
         cur = cfg[k]
         if isinstance(cur, CN):
             if not isinstance(v, dict):
                 raise ConfigError(f"config key '{full}' is a section; give it KEY: value pairs, not {v!r}")
-            _merge(cur, v, full + ".", explicit)
+            _merge(cur, v, full + ".", explicit, root)
         else:
             if isinstance(v, dict):
                 raise ConfigError(f"config key '{full}' takes a {_type_name(cur)}, not a section")
-            cfg[k] = coerce_value(full, cur, v)
+            if isinstance(v, CliText):
+                v = _parse_override_value(v, cur)
+            cfg[k] = coerce_value(full, ELEMENT_TYPES.get(full, cur), v)
             if explicit is not None:
                 explicit.add(full)
 
 
-def _parse_override_value(text):
-    """Decode an override the way yacs does: a Python literal if it parses, else a string."""
-    if not isinstance(text, str):
-        return text
+class CliText(str):
+    """An override value as typed on the command line, decoded against its key's type."""
+
+
+def _parse_override_value(text, default):
+    """Decode a command-line override: for a str key the text itself (``TAG 123`` is the
+    string "123"), otherwise a Python literal as yacs does (``[1, 2]``, ``0.5``, ``True``);
+    ``true``/``false`` in any case are booleans."""
+    if isinstance(default, str):
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError, MemoryError, RecursionError, TypeError):
+            return str(text)
+        return value if isinstance(value, str) else str(text)
     try:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError, MemoryError, RecursionError, TypeError):
-        # YAML spellings people use on the command line
         low = text.strip().lower()
         if low in ("true", "false"):
             return low == "true"
-        return text
+        return str(text)
 
 
 def overrides_to_dict(opts):
@@ -211,7 +232,7 @@ def overrides_to_dict(opts):
             if not isinstance(nxt, dict):
                 raise ConfigError(f"override '{key}' conflicts with an earlier override of '{p}'")
             node = nxt
-        node[parts[-1]] = _parse_override_value(raw)
+        node[parts[-1]] = CliText(raw) if isinstance(raw, str) else raw
     return out
 
 

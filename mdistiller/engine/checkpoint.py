@@ -11,7 +11,6 @@ import errno
 import os
 import pickle
 import tempfile
-import zipfile
 
 import torch
 
@@ -55,10 +54,23 @@ def load_checkpoint(path, map_location="cpu"):
     if os.path.getsize(path) == 0:
         raise CheckpointError(f"checkpoint '{path}' is empty (truncated); replace it")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as e:
+        with torch.serialization.safe_globals(_numpy_globals()):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - a damaged file can break the unpickler anywhere
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"checkpoint '{path}' is truncated or corrupt ({first[:160]}); replace it") from None
+
+
+def _numpy_globals():
+    """numpy scalars and dtypes that older checkpoints (e.g. a ``best_acc`` numpy float)
+    carry; allowed in the weights-only unpickler, which rejects arbitrary code."""
+    try:
+        import numpy as np
+    except ImportError:
+        return []
+    core = getattr(np, "_core", None) or np.core
+    dtypes = [getattr(np.dtypes, n) for n in dir(np.dtypes) if n.endswith("DType")]
+    return [core.multiarray.scalar, np.dtype] + dtypes
 
 
 def strip_prefix(state, prefix):

@@ -50,15 +50,31 @@ class DistContext:
         dist.broadcast(t, src=0, group=self.control_group)
         return bool(t.item())
 
+    def gather_objects(self, obj):
+        """``[obj of rank 0, obj of rank 1, ...]`` on every rank (pickled over the gloo
+        group; for small host-side state such as RNG states, never per step)."""
+        if not self.distributed:
+            return [obj]
+        out = [None] * self.world_size
+        dist.all_gather_object(out, obj, group=self.control_group)
+        return out
 
-def resolve_device(name, local_rank=0):
-    """``auto`` -> CUDA when present, else CPU; ``cuda`` without a GPU is an error."""
+
+def resolve_device(name, local_rank=0, world_size=1):
+    """``auto`` -> CUDA when present, else CPU; ``cuda`` -> ``cuda:LOCAL_RANK``. A missing
+    GPU, or one GPU pinned for several processes, is an error."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
             raise ConfigError("SOLVER.DEVICE is cuda but no CUDA device is available; use SOLVER.DEVICE cpu or auto")
+        if name != "cuda" and world_size > 1:
+            raise ConfigError(f"SOLVER.DEVICE {name} puts every torchrun process on one GPU; use SOLVER.DEVICE cuda "
+                              f"or auto (process LOCAL_RANK takes cuda:LOCAL_RANK)")
         if name == "cuda":
+            if local_rank >= torch.cuda.device_count():
+                raise ConfigError(f"LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} GPUs are visible; "
+                                  f"start at most that many processes per node (torchrun --nproc_per_node)")
             name = f"cuda:{local_rank}"
     return torch.device(name)
 
@@ -68,7 +84,7 @@ def init_distributed(device_name):
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = resolve_device(device_name, local_rank)
+    device = resolve_device(device_name, local_rank, world_size)
     if world_size <= 1:
         return DistContext(device=device)
     if device.type == "cuda":

@@ -7,9 +7,10 @@ feature API, used by the feature-based distillers:
 
 - ``get_feat_modules()``: ``nn.ModuleList`` of the modules producing the features, in order;
 - ``get_stage_channels()``: channel count of each ``feats["feats"]`` entry;
-- ``get_bn_before_relu()``: the BN layers producing the last ``len(...)`` entries of
-  ``preact_feats`` (the BN before each stage's last ReLU; OFD's margins). They line up with
-  the *end* of ``feats``: ``bns[i].num_features == get_stage_channels()[-len(bns) + i]``.
+- ``get_bn_before_relu()``: the BN layers before each stage's last ReLU (OFD's margins),
+  as mdistiller lists them; they line up with the *end* of ``feats``:
+  ``bns[i].num_features == get_stage_channels()[-len(bns) + i]``. Models for which
+  mdistiller has no such list (the ShuffleNets) do not define the method.
 """
 
 import torch.nn as nn
@@ -67,33 +68,16 @@ def init_weights(model, linear_std=None, zero_linear_bias=False):
             nn.init.zeros_(m.bias)
 
 
-def constructor(name, cls, default_classes=100, **config):
-    """A named constructor ``name(num_classes=default_classes, **kwargs)`` for ``cls(**config)``."""
-
-    def build(num_classes=default_classes, **kwargs):
-        return cls(num_classes=num_classes, **config, **kwargs)
-
-    build.__name__ = build.__qualname__ = name
-    build.__doc__ = f"{name}: {cls.__name__} with {config}."
-    return build
-
-
 class FeatureNet(nn.Module):
-    """Base of the zoo models: mdistiller's feature API (see the module docstring)."""
+    """Base of the zoo models. Subclasses set ``stage_channels`` and define
+    ``get_feat_modules`` and, where mdistiller supports OFD for the model,
+    ``get_bn_before_relu`` (absent otherwise, so callers can check with ``hasattr``)."""
 
     #: channel count of each ``feats["feats"]`` entry (set by subclasses)
     stage_channels = ()
 
     def get_stage_channels(self):
         return list(self.stage_channels)
-
-    def get_feat_modules(self):
-        raise NotImplementedError(f"{type(self).__name__} does not list its feature modules")
-
-    def get_bn_before_relu(self):
-        raise NotImplementedError(
-            f"{type(self).__name__} has no BN-before-ReLU layers; OFD does not support it as teacher"
-        )
 
 
 class StagedNet(FeatureNet):

@@ -151,7 +151,7 @@ def test_connection_cut_short_is_one_line(server, tmp_path, capsys):
     _, url = server
     dest = tmp_path / "dest"
     assert main(["--url", f"{url}/cut.tar", "--dest", str(dest), "--quiet"]) != 0
-    assert "cannot download" in one_line_error(capsys)
+    assert "stopped after 1000 of 100000 bytes" in one_line_error(capsys)
     assert os.listdir(dest) == []
 
 
@@ -215,7 +215,8 @@ def test_unsafe_member_is_refused(case, server, tmp_path, capsys):
     line = one_line_error(capsys)
     assert next(iter({**spec["files"], **spec.get("links", {})})) in line
     assert os.listdir(dest) == []
-    assert not (tmp_path / "evil.pth").exists() and not (tmp_path / "deep" / "evil.pth").exists()
+    assert not any(os.path.exists(p) for p in (tmp_path / "evil.pth", tmp_path / "deep" / "evil.pth",
+                                                "/tmp/mdistiller_evil.pth"))
 
 
 def test_write_failure_is_one_line(good_archive, tmp_path, capsys):

@@ -10,9 +10,9 @@ import warnings
 import pytest
 import yaml
 
-from tests.conftest import DATA_DIR, REPO_ROOT
 from mdistiller.engine.cfg import ConfigWarning, diff_cfg, load_cfg, read_yaml_with_bases
 from mdistiller.utils.errors import ConfigError
+from tests.conftest import DATA_DIR, REPO_ROOT
 
 CONFIG_DIR = os.path.join(REPO_ROOT, "configs")
 CONFIG_FILES = sorted(os.path.relpath(p, CONFIG_DIR)

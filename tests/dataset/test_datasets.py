@@ -135,7 +135,7 @@ def test_imagenet_folder_items_are_cropped_uint8(tmp_path):
                 Image.new("RGB", (40 + 10 * i, 30), (80 * c, 20, 200)).save(tmp_path / split / wnid / f"{i}.png")
     spec = get_dataset(make_cfg(TYPE="imagenet", ROOT=str(tmp_path)))
     assert spec.num_classes == 2 and spec.model_family == "imagenet" and spec.pad == 0 and spec.image_size == 224
-    assert len(spec.train) == len(spec.val) == 4
+    assert len(spec.train) == len(spec.val) == 4 and spec.train_targets.tolist() == [0, 0, 1, 1]
     for ds in (spec.train, spec.val):
         item = ds[3]
         check_item(item, 3, (3, 224, 224))
@@ -192,6 +192,7 @@ def test_get_dataset_applies_subsets_with_dense_indices():
         item = spec.train[i]
         assert item["index"] == i
         assert torch.equal(item["image"], full.train[int(chosen[i])]["image"])
-        assert item["target"] == int(spec.train.targets[i]) == full.train[int(chosen[i])]["target"]
+        assert item["target"] == int(spec.train_targets[i]) == full.train[int(chosen[i])]["target"]
+    assert spec.train_targets.dtype == torch.int64 and len(spec.train_targets) == 100
     with pytest.raises(ConfigError):
         get_dataset(make_cfg(TYPE="synthetic", SUBSET=0.0))

@@ -14,7 +14,7 @@ from mdistiller.engine import checkpoint as ckpt_mod
 from mdistiller.engine.checkpoint import load_checkpoint
 from mdistiller.utils.errors import CheckpointError
 
-from .helpers import make_teacher, metrics, run_dir, tiny_argv
+from tests.engine.helpers import make_teacher, metrics, run_dir, tiny_argv
 
 LOGIT = ["NONE", "KD", "DKD", "MLKD", "SLD"]
 

@@ -4,7 +4,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ...utils.errors import ConfigError
+from ...utils.errors import ConfigError, DataError
 from .._base import Distiller, as_float
 
 
@@ -86,6 +86,8 @@ class FeatureDistiller(Distiller):
 
     def forward_train(self, image=None, target=None, image_weak=None, **kwargs):
         image = image_weak if image is None else image
+        if image is None:
+            raise DataError(f"{type(self).__name__} trains on 'image' (or 'image_weak') but the batch has neither")
         logits, feats_s = self.student(image)
         feats_t = self.teacher_features(image)
         losses = {

@@ -132,13 +132,14 @@ class VID(FeatureDistiller):
     def __init__(self, student, teacher, cfg):
         super().__init__(student, teacher, cfg)
         size = self.opts.INPUT_SIZE
-        s_channels, t_channels = ([f.shape[1] for f in probe_features(m, size)["feats"][1:]] for m in (student, teacher))
+        s_channels, t_channels = ([f.shape[1] for f in probe_features(m, size)["feats"][1:]]
+                                  for m in (student, teacher))
         self.regressors = nn.ModuleList(
             nn.Sequential(_conv1x1(s, t), nn.ReLU(), _conv1x1(t, t), nn.ReLU(), _conv1x1(t, t))
             for s, t in zip(s_channels, t_channels))
         self.var_sizes = t_channels[:len(self.regressors)]
-        log_scale = torch.full((sum(self.var_sizes),), math.log(math.exp(self.opts.INIT_PRED_VAR - self.opts.EPS) - 1.0),
-                               dtype=torch.float32)
+        init = math.log(math.exp(self.opts.INIT_PRED_VAR - self.opts.EPS) - 1.0)
+        log_scale = torch.full((sum(self.var_sizes),), init, dtype=torch.float32)
         self.register_buffer("pred_var", torch.log(1.0 + torch.exp(log_scale)) + self.opts.EPS, persistent=False)
 
     def feature_loss(self, feats_s, feats_t, **kwargs):

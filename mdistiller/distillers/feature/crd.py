@@ -16,7 +16,6 @@ import math
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ...utils.errors import ConfigError
 from .. import register_distiller
@@ -50,7 +49,7 @@ class ContrastMemory(nn.Module):
         """Scores of (B x (K+1)) memory entries ``idx`` against ``v1`` (student) and ``v2``
         (teacher): ``exp(<m, v> / T) / Z``, ``Z`` fixed from the first batch. Then the
         entries ``y`` move towards the batch's embeddings (momentum, renormalised)."""
-        temperature, momentum = self.params[[1, 4]].unbind()  # copies: params changes below
+        temperature, momentum = self.params[1].clone(), self.params[4].clone()  # params change below
         n = self.memory_v1.shape[0]
         out_v2 = torch.exp(torch.bmm(self.memory_v1[idx], v2.unsqueeze(2)) / temperature)
         out_v1 = torch.exp(torch.bmm(self.memory_v2[idx], v1.unsqueeze(2)) / temperature)
@@ -96,8 +95,10 @@ class ContrastSampler(nn.Module):
         self._negatives_range = (num - int(present.max()), num - int(present.min()))  # once, at setup
 
     def sample(self, target, index, generator=None):
-        """(B x (K+1)) indices: the positive, then K samples of other classes."""
-        dev = target.device
+        """(B x (K+1)) indices, on the sampler's device: the positive, then K samples of
+        other classes."""
+        dev = self.order.device
+        target = target.to(dev)
         count, start = self.counts[target], self.starts[target]
         num_neg = len(self.order) - count  # negatives available to each row
         if self.mode == "exact":

@@ -4,9 +4,10 @@ Each reads mdistiller's config node of the same name and returns ``loss_ce`` and
 ``loss_kd`` (the weighted feature term).
 """
 
+from ...utils.errors import ConfigError
 from .. import register_distiller
 from . import losses
-from ._common import FeatureDistiller
+from ._common import FeatureDistiller, model_label, probe_features, probe_size
 
 
 @register_distiller("AT")
@@ -66,6 +67,14 @@ class KDSVD(FeatureDistiller):
     """Self-supervised KD with SVD (Lee et al., ECCV 2018) on stages 1..n (``KDSVD.K``)."""
 
     cfg_node = "KDSVD"
+
+    def __init__(self, student, teacher, cfg):
+        super().__init__(student, teacher, cfg)
+        widths = [[f.shape[3] for f in probe_features(m, probe_size(cfg))["feats"][1:]] for m in (student, teacher)]
+        if any(s != t for s, t in zip(*widths)):
+            raise ConfigError(f"KDSVD cannot pair {model_label(cfg, 'student')} with {model_label(cfg, 'teacher')}: "
+                              f"stage widths {widths[0]} vs {widths[1]} differ (the SVDs are compared "
+                              f"column by column); pick a pair with equal stage sizes or another method")
 
     def feature_loss(self, feats_s, feats_t, **kwargs):
         return losses.kdsvd_loss(feats_s["feats"][1:], feats_t["feats"][1:], self.opts.K)

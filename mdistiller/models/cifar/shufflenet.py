@@ -4,12 +4,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..common import StagedNet, channel_shuffle
+from ..common import StagedNet, channel_shuffle, conv_bn
 from . import register
 
 
 def _conv_bn(cin, cout, kernel=1, stride=1, groups=1):
-    return nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)
+    """A ``(conv, BN)`` pair, 1x1 by default."""
+    return conv_bn(cin, cout, kernel, stride, groups, relu=False)
 
 
 class ShuffleV1Block(nn.Module):
@@ -86,6 +87,9 @@ class ShuffleNet(StagedNet):
 
 
 class ShuffleNetV1(ShuffleNet):
+    """Each stage: a stride-2 block whose branch adds ``width - cin`` channels to the pooled
+    input, then ``depth - 1`` residual blocks."""
+
     def __init__(self, widths, depths, groups, num_classes=100):
         stages = [[ShuffleV1Block(cin if j == 0 else w, w - cin if j == 0 else w, 2 if j == 0 else 1, groups)
                    for j in range(d)] for cin, w, d in zip((24, *widths), widths, depths)]
@@ -93,6 +97,8 @@ class ShuffleNetV1(ShuffleNet):
 
 
 class ShuffleNetV2(ShuffleNet):
+    """Each stage: a down unit, then ``depth`` split-transform-shuffle units."""
+
     def __init__(self, widths, depths, final_width, num_classes=100):
         stages = [[ShuffleV2Down(cin, w)] + [ShuffleV2Block(w) for _ in range(d)]
                   for cin, w, d in zip((24, *widths), widths, depths)]

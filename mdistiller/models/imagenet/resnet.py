@@ -1,6 +1,8 @@
 """ImageNet ResNets with torchvision's state-dict layout (so its weights load unchanged) and
 mdistiller's features: stem BN output, then the raw (pre-ReLU) stage outputs as preacts."""
 
+from functools import partial
+
 from torchvision.models import ResNet18_Weights, ResNet34_Weights, ResNet50_Weights, ResNet101_Weights
 
 from ..resnet import ResNet
@@ -28,4 +30,4 @@ class ImageNetResNet(ResNet):
 
 
 for name, (depths, bottleneck, weights) in IMAGENET_RESNETS.items():
-    register(name, lambda num_classes, d=depths, b=bottleneck: ImageNetResNet(d, b, num_classes), weights)
+    register(name, partial(ImageNetResNet, depths, bottleneck), weights)

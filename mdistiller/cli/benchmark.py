@@ -1,0 +1,317 @@
+"""``python3 tools/benchmark.py [--cfg FILE] [options]``
+
+Times the real training step (:meth:`Trainer.train_step`: device-side views, distiller
+forward under autocast, losses, backward, fused SGD) on a fixed random uint8 batch with
+random teacher weights, for a matrix of cases (default: SLD fp32, SLD bf16 +
+channels_last, MLKD fp32, KD fp32); the SLD loss alone (forward and backward on the
+step's logits); the input pipeline on one core (:func:`mdistiller.dataset.bench.time_pipeline`);
+and the yardstick of ``perf.md`` (four ``Conv2d(64, 64, 3, padding=1)`` + ReLU layers on
+``randn(32, 64, 32, 32)``, one SGD step).
+
+Absolute times drift with the machine and its load, so each timing run is preceded by a
+yardstick run and every figure is reported with its time / yardstick time and its ratio
+to ``perf.md``'s reference figure (raw, and for steps normalised by the yardstick:
+reference step/yardstick over ours). A run's time is the median over its steps; figures
+are medians over ``--repeats`` runs (``perf.md``'s yardstick is a mean of 10 iterations;
+the median resists contention from other processes).
+"""
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+import torch.nn as nn
+
+from ..dataset import get_dataset
+from ..dataset.augment import build_batch_transform
+from ..dataset.bench import time_pipeline
+from ..engine.build import build_distiller, num_views
+from ..engine.cfg import load_cfg
+from ..engine.dist import DistContext, resolve_device
+from ..engine.trainer import Trainer
+from ..models import build_model
+from .common import add_debug_flag, run_tool
+
+PRECISIONS = {"fp32": "none", "bf16": "bf16", "fp16": "fp16"}
+DEFAULT_MATRIX = "SLD/fp32,SLD/bf16+cl,MLKD/fp32,KD/fp32"
+#: perf.md: teacher, student and batch size of the reference steps
+REFERENCE_SETUP = ("resnet32x4", "resnet8x4", 64)
+#: perf.md's fp32 steps: distiller -> (samples/s, step / yardstick)
+REFERENCE_STEPS = {"SLD": (24.5, 15.6), "MLKD": (26.3, 16.9), "KD": (58.6, 8.0)}
+#: perf.md's input pipeline on one core: views -> images/s
+REFERENCE_PIPELINE = {1: 6012.0, 2: 1888.0}
+#: this project's goals on the reference machine kind (the loss's is a share of the step)
+TARGETS = {"SLD/fp32": 1.15, "SLD/bf16+cl": 3.0, "pipeline/2": 3.0, "loss": 0.02}
+
+
+def parse_case(text):
+    """``"SLD/bf16+cl"`` -> ``("SLD", "bf16", True)``."""
+    name, _, rest = text.strip().partition("/")
+    precision, _, flag = (rest or "fp32").partition("+")
+    if not name or precision not in PRECISIONS or flag not in ("", "cl"):
+        raise argparse.ArgumentTypeError(f"bad case '{text}': write DISTILLER/PRECISION[+cl], e.g. SLD/bf16+cl")
+    return name, precision, flag == "cl"
+
+
+def case_name(case):
+    name, precision, channels_last = case
+    return f"{name}/{precision}{'+cl' if channels_last else ''}"
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description="Time the training step, the SLD loss, the input pipeline "
+                                            "and a yardstick, in one run.")
+    p.add_argument("--cfg", default="", help="YAML config for the methods' settings (the data is random)")
+    p.add_argument("--teacher", default="resnet32x4", help="teacher model (random weights)")
+    p.add_argument("--student", default="resnet8x4", help="student model")
+    p.add_argument("--num-classes", type=int, default=100, help="classes of the random data")
+    p.add_argument("--distiller", default=None, help="time this distiller only (instead of --matrix)")
+    p.add_argument("--precision", choices=list(PRECISIONS), default="fp32", help="with --distiller")
+    p.add_argument("--channels-last", action="store_true", help="with --distiller: channels_last")
+    p.add_argument("--matrix", default=DEFAULT_MATRIX, help="comma-separated DISTILLER/PRECISION[+cl] cases "
+                                                           "(default: %(default)s)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the student")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--steps", type=int, default=6, help="timed steps per run")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps before each run")
+    p.add_argument("--repeats", type=int, default=3, help="runs per figure (the median is reported)")
+    p.add_argument("--yardstick-iters", type=int, default=10, help="timed yardstick iterations per run")
+    p.add_argument("--pipeline-seconds", type=float, default=2.0, help="duration of one pipeline run")
+    p.add_argument("--threads", type=int, default=2, help="torch threads (perf.md: 2)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--skip-pipeline", action="store_true", help="do not time the input pipeline")
+    p.add_argument("--skip-step", action="store_true", help="do not time training steps nor the loss")
+    add_debug_flag(p)
+    args = p.parse_args(argv)
+    spec = case_name((args.distiller, args.precision, args.channels_last)) if args.distiller else args.matrix
+    try:
+        args.cases = [parse_case(t) for t in spec.split(",") if t.strip()]
+    except argparse.ArgumentTypeError as e:
+        p.error(str(e))
+    for name in ("batch_size", "steps", "repeats", "yardstick_iters", "threads", "num_classes"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1")
+    return args
+
+
+# ---------------------------------------------------------------------------------------
+# timing
+# ---------------------------------------------------------------------------------------
+def synchronize(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_calls(fn, steps, warmup, device):
+    """Median seconds of ``steps`` calls of ``fn`` after ``warmup`` untimed ones; the device
+    is synchronised only at the edges of each timed call."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(steps):
+        synchronize(device)
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def yardstick(device, iters=10, warmup=2):
+    """perf.md's yardstick: seconds of one SGD step of four Conv2d(64, 64, 3) + ReLU layers."""
+    torch.manual_seed(0)
+    net = nn.Sequential(*[m for _ in range(4) for m in (nn.Conv2d(64, 64, 3, padding=1), nn.ReLU())]).to(device)
+    opt = torch.optim.SGD(net.parameters(), lr=1e-3)
+    x = torch.randn(32, 64, 32, 32, device=device)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        net(x).sum().backward()
+        opt.step()
+
+    return time_calls(step, iters, warmup, device)
+
+
+def paired_runs(args, device, measure):
+    """``args.repeats`` pairs (seconds of ``measure()``, seconds of a yardstick run just before it)."""
+    pairs = []
+    for _ in range(args.repeats):
+        yard = yardstick(device, args.yardstick_iters)
+        pairs.append((measure(), yard))
+    return pairs
+
+
+def record(kind, name, pairs, unit, value, reference=None, **extra):
+    """A figure from paired runs: ``value(seconds)`` (median), the median time, the median
+    time / yardstick and the ratio to ``reference``."""
+    med = lambda xs: statistics.median(list(xs))  # noqa: E731
+    out = {"kind": kind, "name": name, "unit": unit, "value": med(value(t) for t, _ in pairs),
+           "ms": 1e3 * med(t for t, _ in pairs), "over_yardstick": med(t / y for t, y in pairs),
+           "yardstick_ms": 1e3 * med(y for _, y in pairs), "reference": reference}
+    out["vs_reference"] = out["value"] / reference if reference else None
+    out.update(extra)
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# the figures
+# ---------------------------------------------------------------------------------------
+def case_cfg(args, case):
+    name, precision, channels_last = case
+    opts = ["DISTILLER.TYPE", name, "DISTILLER.TEACHER", args.teacher, "DISTILLER.STUDENT", args.student,
+            "DATASET.TYPE", "synthetic", "DATASET.SYNTHETIC_CLASSES", args.num_classes,
+            "DATASET.SYNTHETIC_SIZE", max(args.batch_size, 256), "SOLVER.BATCH_SIZE", args.batch_size,
+            "SOLVER.AMP", PRECISIONS[precision], "SOLVER.CHANNELS_LAST", channels_last,
+            "SOLVER.COMPILE", args.compile, "SOLVER.DEVICE", args.device]
+    return load_cfg(args.cfg or None, [str(o) for o in opts])
+
+
+def build_case(cfg, spec, device, seed=0):
+    """A real :class:`Trainer` for ``cfg`` (random teacher weights, no loaders) and the
+    fixed raw uint8 batch it is timed on."""
+    torch.manual_seed(seed)
+    teacher = build_model(cfg.DISTILLER.TEACHER, "cifar", spec.num_classes)
+    student = build_model(cfg.DISTILLER.STUDENT, "cifar", spec.num_classes)
+    distiller = build_distiller(cfg, student, teacher, spec).to(device)
+    if cfg.SOLVER.CHANNELS_LAST:
+        distiller.to(memory_format=torch.channels_last)
+    if cfg.SOLVER.COMPILE:
+        distiller.student.compile()
+    generator = torch.Generator(device=device).manual_seed(seed)
+    transforms = (build_batch_transform(spec, num_views(cfg), train=True, device=device, generator=generator),
+                  build_batch_transform(spec, 1, train=False, device=device))
+    trainer = Trainer(cfg, distiller, (None, None), transforms, DistContext(device=device))
+    n, size = cfg.SOLVER.BATCH_SIZE, spec.image_size
+    g = torch.Generator().manual_seed(seed)
+    batch = {"image": torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=g),
+             "target": torch.randint(spec.num_classes, (n,), generator=g), "index": torch.arange(n)}
+    return trainer, batch
+
+
+def loss_call(trainer, batch, epoch):
+    """A call of the distiller's loss terms alone, forward and backward, on the float32
+    logits of ``batch``'s views (as :meth:`Trainer.train_step` computes them)."""
+    distiller = trainer.distiller
+    with torch.no_grad():
+        views = distiller.prepare_batch(trainer.prepare(batch, trainer.train_transform))
+        images = [views[k] for k in ("image_weak", "image_strong", "image") if k in views]
+        with trainer.autocast():
+            student = [distiller.student(x)[0].float().requires_grad_() for x in images]
+        teacher = distiller.teacher_logits(*images)
+
+    def call():
+        sum(distiller.losses(student, teacher, views["target"], epoch).values()).backward()
+
+    return call
+
+
+def step_figures(args, spec, device):
+    """The step of every case, then the loss of the first SLD case."""
+    figures, loss = [], None
+    same_setup = (args.teacher, args.student, args.batch_size) == REFERENCE_SETUP
+    for case in args.cases:
+        cfg = case_cfg(args, case)
+        trainer, batch = build_case(cfg, spec, device)
+        trainer.distiller.train()
+        epoch = cfg.SOLVER.EPOCHS  # late in training: every term of every method is on
+        pairs = paired_runs(args, device, lambda: time_calls(lambda: trainer.train_step(batch, epoch),
+                                                             args.steps, args.warmup, device))
+        ref_rate, ref_ratio = REFERENCE_STEPS.get(case[0], (None, None))
+        fig = record("step", case_name(case), pairs, "samples/s", lambda t: args.batch_size / t, ref_rate,
+                     same_setup=same_setup, target=TARGETS.get(case_name(case)))
+        fig["vs_reference_normalised"] = ref_ratio / fig["over_yardstick"] if ref_ratio else None
+        figures.append(fig)
+        if case[0] == "SLD" and loss is None:
+            call = loss_call(trainer, batch, epoch)
+            loss = record("loss", "SLD loss (fwd+bwd)", paired_runs(args, device, lambda: time_calls(
+                call, max(args.steps, 10), 2, device)), "ms", lambda t: 1e3 * t, target=TARGETS["loss"])
+        del trainer, batch
+    if loss is not None:
+        sld = min((f for f in figures if f["name"].startswith("SLD/")), key=lambda f: f["ms"])
+        loss.update(share_of_step=loss["ms"] / sld["ms"], of_step=sld["name"])
+        figures.append(loss)
+    return figures
+
+
+def pipeline_figures(args, spec):
+    """Images/s of the input pipeline on one core, one and two views."""
+    figures = []
+    for views in (1, 2):
+        pairs = paired_runs(args, torch.device("cpu"), lambda: args.batch_size / time_pipeline(
+            spec, views, seconds=args.pipeline_seconds))
+        figures.append(record("pipeline", f"pipeline/{views}", pairs, "images/s", lambda t: args.batch_size / t,
+                              REFERENCE_PIPELINE[views], target=TARGETS.get(f"pipeline/{views}")))
+    return figures
+
+
+def benchmark(args):
+    """All figures as a JSON-ready dict."""
+    torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    first = case_cfg(args, args.cases[0] if args.cases else ("NONE", "fp32", False))
+    spec = get_dataset(first)
+    figures = [] if args.skip_step else step_figures(args, spec, device)
+    if not args.skip_pipeline:
+        figures += pipeline_figures(args, spec)
+    yard = [f["yardstick_ms"] for f in figures] or [1e3 * yardstick(device, args.yardstick_iters)]
+    return {"setup": {"teacher": args.teacher, "student": args.student, "batch_size": args.batch_size,
+                      "device": str(device), "threads": args.threads, "torch": torch.__version__,
+                      "steps": args.steps, "warmup": args.warmup, "repeats": args.repeats},
+            "yardstick_ms": statistics.median(yard), "figures": figures}
+
+
+# ---------------------------------------------------------------------------------------
+# output
+# ---------------------------------------------------------------------------------------
+def describe_reference(fig):
+    """The table's "vs reference" cell."""
+    if fig["kind"] == "loss":
+        return f"{100 * fig['share_of_step']:.1f}% of {fig['of_step']} step"
+    if fig["vs_reference"] is None:
+        return "-"
+    text = f"{fig['vs_reference']:.2f}x reference"
+    if fig["kind"] == "step":
+        text += f" ({fig['vs_reference_normalised']:.2f}x by yardstick)"
+        if not fig["same_setup"]:
+            text += " *"
+    return text
+
+
+def describe_target(fig):
+    if fig.get("target") is None:
+        return ""
+    if fig["kind"] == "loss":
+        return f"<= {100 * fig['target']:g}%"
+    return f">= {fig['target']:g}x"
+
+
+def format_table(result):
+    s = result["setup"]
+    lines = [f"{s['teacher']} -> {s['student']}, batch {s['batch_size']}, {s['device']}, {s['threads']} threads, "
+             f"torch {s['torch']}; medians of {s['repeats']} runs of {s['steps']} steps after {s['warmup']} warm-ups",
+             f"yardstick (4 x conv 64->64 3x3 + ReLU on 32x64x32x32, SGD step): {result['yardstick_ms']:.1f} ms", ""]
+    rows = [("figure", "value", "ms", "/ yardstick", "vs reference", "target")]
+    for f in result["figures"]:
+        value = f"{f['value']:.2f} {f['unit']}" if f["unit"] == "ms" else f"{f['value']:.1f} {f['unit']}"
+        rows.append((f["name"], value, f"{f['ms']:.1f}", f"{f['over_yardstick']:.2f}", describe_reference(f),
+                     describe_target(f)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    if any(f.get("same_setup") is False for f in result["figures"]):
+        lines.append("* not the reference setup (resnet32x4 -> resnet8x4, batch 64): the reference ratio is indicative")
+    lines.append("pipeline ms = time to make one batch on one core; reference = perf.md (fp32 steps, PIL pipeline)")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+
+    def body():
+        result = benchmark(args)
+        print(json.dumps(result, indent=2) if args.json else format_table(result), flush=True)
+        return 0
+
+    return run_tool(body, args.debug)

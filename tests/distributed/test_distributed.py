@@ -1,0 +1,308 @@
+"""Two CPU processes over gloo, started as torchrun would: a full run writes each file once
+from rank 0 and resumes across world sizes; one DDP step equals one single-process step on
+the same global batch; distributed validation counts every sample once; config errors.
+
+Spawning is expensive, so each of the two jobs runs once per module (a fixture) and
+writes what it saw to files that several tests check.
+"""
+
+import contextlib
+import io
+import json
+import os
+
+import pytest
+import torch
+import torch.nn as nn
+
+from mdistiller.engine import trainer as trainer_mod
+from mdistiller.engine.checkpoint import load_checkpoint, load_model_weights
+
+from ..engine.helpers import make_teacher, metrics, run_dir, tiny_argv
+from .launch import run_ranks, use_port
+
+SIZE, BATCH = 48, 16  # tiny_argv's synthetic training set and global batch
+COMMON = ["DISTILLER.TYPE", "KD"]
+
+
+# ---------------------------------------------------------------------------------------
+# instrumentation shared by the parent (1 process) and the children (2 processes)
+# ---------------------------------------------------------------------------------------
+CURRENT = {"run": None, "rank": 0, "out": None}
+
+
+def _append(name, line):
+    with open(os.path.join(CURRENT["out"], f"{name}.{CURRENT['rank']}"), "a") as f:
+        f.write(line + "\n")
+
+
+def recording_save(obj, path, _real=trainer_mod.save_checkpoint):
+    _append("writes", json.dumps([CURRENT["rank"], CURRENT["run"], obj.get("epoch"), os.path.basename(path)]))
+    _real(obj, path)
+
+
+def recording_step(self, batch, epoch, _real=trainer_mod.Trainer.train_step):
+    _append("steps", json.dumps({"run": CURRENT["run"], "rank": CURRENT["rank"], "epoch": epoch,
+                                 "index": batch["index"].tolist(), "seed": torch.initial_seed(),
+                                 "aug_seed": self.generator.initial_seed()}))
+    return _real(self, batch, epoch)
+
+
+def _train(run, *argv):
+    from mdistiller.cli.train import main
+
+    CURRENT["run"] = run
+    return main(list(argv))
+
+
+def _read(out, name):
+    lines = []
+    for f in sorted(os.listdir(out)):
+        if f.startswith(name + "."):
+            lines += [json.loads(line) for line in open(os.path.join(out, f))]
+    return lines
+
+
+# ---------------------------------------------------------------------------------------
+# job A: a run, and resumes across world sizes, through the command-line entry point
+# ---------------------------------------------------------------------------------------
+def _run_job(rank, ports, tmp, teacher):
+    CURRENT.update(rank=rank, out=os.path.join(tmp, "log"))
+    trainer_mod.save_checkpoint = recording_save
+    trainer_mod.Trainer.train_step = recording_step
+    argv = lambda name, epochs: tiny_argv(tmp, name, *COMMON, "SOLVER.EPOCHS", epochs, teacher=teacher)  # noqa
+    use_port(ports[0])
+    assert _train("dist", *argv("dist", 1)) == 0
+    use_port(ports[1])
+    assert _train("dist", "--resume", *argv("dist", 2)) == 0
+    use_port(ports[2])  # a run started by one process, continued by two
+    assert _train("single", "--resume", *argv("single", 2)) == 0
+
+
+@pytest.fixture(scope="module")
+def job_a(tmp_path_factory):
+    """'single': epoch 1 on 1 process, epoch 2 on 2; 'dist': epochs 1-2 on 2, epoch 3 on 1."""
+    tmp = tmp_path_factory.mktemp("dist_run")
+    teacher = tmp / "teacher.pth"
+    make_teacher(teacher)
+    os.makedirs(tmp / "log")
+    mp = pytest.MonkeyPatch()
+    mp.setitem(CURRENT, "out", str(tmp / "log"))
+    mp.setattr(trainer_mod, "save_checkpoint", recording_save)
+    mp.setattr(trainer_mod.Trainer, "train_step", recording_step)
+    try:
+        argv = lambda name, epochs: tiny_argv(tmp, name, *COMMON, "SOLVER.EPOCHS", epochs, teacher=teacher)  # noqa
+        CURRENT["rank"] = "1p"
+        assert _train("single", *argv("single", 1)) == 0
+        run_ranks(_run_job, tmp, teacher, num_ports=3, timeout=150)
+        assert _train("dist", "--resume", *argv("dist", 3)) == 0
+    finally:
+        mp.undo()
+    return tmp
+
+
+def test_only_rank0_writes_each_checkpoint_once(job_a):
+    writes = _read(str(job_a / "log"), "writes")
+    dist_writes = [w for w in writes if w[0] != "1p"]
+    assert dist_writes and {w[0] for w in dist_writes} == {0}
+    keys = [(run, epoch, name) for _, run, epoch, name in writes]
+    assert len(keys) == len(set(keys)), "a checkpoint was written twice in one epoch"
+    for run, epochs in (("dist", [1, 2, 3]), ("single", [1, 2])):
+        assert sorted(e for r, e, n in keys if r == run and n == "latest") == epochs
+        assert sorted(e for r, e, n in keys if r == run and n == "student_latest") == epochs
+    d = run_dir(job_a, "dist")
+    latest = load_checkpoint(os.path.join(d, "latest"))
+    assert latest["epoch"] == 3 and not any(k.startswith("module.") for k in latest["model"])
+    from mdistiller.models import build_model
+
+    load_model_weights(build_model("resnet8", "cifar", 10), os.path.join(d, "student_latest"), "resnet8")
+
+
+def test_resume_continues_across_world_sizes(job_a):
+    assert [r["epoch"] for r in metrics(job_a, "dist")] == [1, 2, 3]
+    assert [r["epoch"] for r in metrics(job_a, "single")] == [1, 2]
+    steps = _read(str(job_a / "log"), "steps")
+    # every (run, epoch) trained exactly once: no replayed and no skipped epoch on resume
+    seen = {(s["run"], s["epoch"], s["rank"]) for s in steps}
+    assert seen == {("single", 1, "1p"), ("single", 2, 0), ("single", 2, 1),
+                    ("dist", 1, 0), ("dist", 1, 1), ("dist", 2, 0), ("dist", 2, 1), ("dist", 3, "1p")}
+
+
+def test_ranks_shard_the_global_batch_and_reseed_each_epoch(job_a):
+    steps = _read(str(job_a / "log"), "steps")
+
+    def order(run, epoch, rank):
+        return [s["index"] for s in steps if (s["run"], s["epoch"], s["rank"]) == (run, epoch, rank)]
+
+    for epoch in (1, 2):
+        r0, r1 = order("dist", epoch, 0), order("dist", epoch, 1)
+        assert len(r0) == len(r1) == SIZE // BATCH and all(len(b) == BATCH // 2 for b in r0 + r1)
+        flat0, flat1 = sum(r0, []), sum(r1, [])
+        assert sorted(flat0 + flat1) == list(range(SIZE))  # disjoint and complete
+    # global step k holds the same samples on 1 process and on 2 (DistributedSampler-like)
+    single, r0, r1 = order("single", 1, "1p"), order("dist", 1, 0), order("dist", 1, 1)
+    assert [sorted(b) for b in single] == [sorted(a + b) for a, b in zip(r0, r1)]
+    assert order("dist", 1, 0) != order("dist", 2, 0)  # a new order each epoch
+    # per-rank, per-epoch seeds: distinct across ranks and epochs, fixed within an epoch
+    seeds = {}
+    for s in steps:
+        if s["run"] == "dist" and s["rank"] != "1p":
+            seeds.setdefault((s["rank"], s["epoch"]), set()).add((s["seed"], s["aug_seed"]))
+    assert all(len(v) == 1 for v in seeds.values())
+    flat = [next(iter(v)) for v in seeds.values()]
+    assert len(flat) == 4 and len({a for a, _ in flat}) == 4 and len({b for _, b in flat}) == 4
+
+
+# ---------------------------------------------------------------------------------------
+# job B: exactness of one DDP step and of validation; config errors
+# ---------------------------------------------------------------------------------------
+class TinyNet(nn.Module):
+    """A student without batch norm: its gradient is a mean over samples, so one step on
+    two halves of a batch equals one step on the whole batch."""
+
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 6, 3, stride=2)
+        self.fc = nn.Linear(6, num_classes)
+
+    def forward(self, x):
+        h = torch.relu(self.conv(x))
+        pooled = h.mean((2, 3))
+        return self.fc(pooled), {"feats": [h], "pooled_feat": pooled, "preact_feats": [h]}
+
+
+def _kd_distiller(cfg, teacher_state, student_seed=0):
+    from mdistiller.distillers import DISTILLERS
+    from mdistiller.models import build_model
+
+    torch.manual_seed(student_seed)
+    student = TinyNet()
+    teacher = build_model("resnet8", "cifar", 10)
+    teacher.load_state_dict(teacher_state)
+    return DISTILLERS["KD"](student, teacher, cfg)
+
+
+def _trainer(cfg, ctx, distiller):
+    to_float = lambda b: {**b, "image": b["image"].float() / 255}  # noqa: E731
+    return trainer_mod.Trainer(cfg, distiller.to(ctx.device), (None, None), (to_float, to_float), ctx)
+
+
+def _student(distiller):
+    return {k: v.detach().clone() for k, v in distiller.student.state_dict().items()}
+
+
+def _max_diff(a, b):
+    return max((a[k] - b[k]).abs().max().item() for k in a)
+
+
+def _exact_job(rank, ports, tmp, teacher):
+    from mdistiller.cli.train import main
+    from mdistiller.dataset.augment import build_batch_transform
+    from mdistiller.dataset.base import DatasetSpec, TensorImageDataset
+    from mdistiller.dataset.loader import build_loaders
+    from mdistiller.dataset.synthetic import make_images
+    from mdistiller.engine.cfg import load_cfg
+    from mdistiller.engine.dist import DistContext, init_distributed, shutdown_distributed
+    from mdistiller.models import build_model
+
+    result = {}
+    for port, (key, extra) in zip(ports, [("sync_bn", ["SOLVER.SYNC_BN", "True"]),
+                                          ("batch", ["SOLVER.BATCH_SIZE", "15"])]):
+        use_port(port)
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            code = main(tiny_argv(tmp, key, *COMMON, *extra, teacher=teacher))
+        result[key] = {"code": code, "stderr": err.getvalue()}
+
+    use_port(ports[2])
+    ctx = init_distributed("cpu")
+    assert (ctx.rank, ctx.world_size) == (rank, 2)
+    cfg = load_cfg(None, ["SOLVER.LR", "0.5", "SOLVER.MOMENTUM", "0.9", "SOLVER.WEIGHT_DECAY", "0.01",
+                          "SOLVER.BATCH_SIZE", "8", "DATASET.TEST.BATCH_SIZE", "4"])
+    teacher_state = load_checkpoint(teacher)["model"]
+
+    # two steps with a global batch of 8: on 2 ranks (4 samples each) and on 1 process.
+    # Each rank starts from its own random student and its own teacher bias: wrapping
+    # broadcasts rank 0's student, and leaves the (ignored) teacher alone.
+    images, targets = make_images(16, 10, seed=5)
+    batches = [{"image": images[i:i + 8], "target": targets[i:i + 8], "index": torch.arange(i, i + 8)}
+               for i in (0, 8)]
+    distiller = _kd_distiller(cfg, teacher_state, student_seed=rank)
+    with torch.no_grad():
+        distiller.teacher.fc.bias.add_(rank)
+    trainer = _trainer(cfg, ctx, distiller)
+    result["teacher_bias_shift"] = (distiller.teacher.fc.bias - teacher_state["fc.bias"]).mean().item()
+    with torch.no_grad():
+        distiller.teacher.fc.bias.copy_(teacher_state["fc.bias"])
+    start = ctx.gather_objects(_student(distiller))
+    for b in batches:
+        trainer.train_step({k: v[rank::2] for k, v in b.items()}, epoch=1)
+    weights = ctx.gather_objects(_student(distiller))
+    if rank == 0:
+        single = _kd_distiller(cfg, teacher_state, student_seed=0)
+        initial = _student(single)
+        single_trainer = _trainer(cfg, DistContext(), single)
+        for b in batches:
+            single_trainer.train_step(b, epoch=1)
+        ref = _student(single)
+        result["step"] = {"start_between_ranks": _max_diff(start[0], start[1]),
+                          "start_to_single": _max_diff(start[0], initial),
+                          "moved": _max_diff(ref, initial),
+                          "to_single": _max_diff(weights[0], ref),
+                          "between_ranks": _max_diff(weights[0], weights[1])}
+
+    # validation of 13 samples: ranks hold 7 and 6 (different batch counts)
+    train_set = TensorImageDataset(*make_images(8, 10, seed=0))
+    val_set = TensorImageDataset(*make_images(13, 10, seed=1))
+    spec = DatasetSpec(train_set, val_set, num_classes=10, model_family="cifar", mean=(0.5,) * 3,
+                       std=(0.25,) * 3, image_size=32, pad=4)
+    torch.manual_seed(3)
+    model = build_model("resnet8", "cifar", 10).eval()
+    transform = build_batch_transform(spec, 1, train=False, device="cpu")
+    fn = lambda x: model(x)[0]  # noqa: E731
+    val_loader = build_loaders(cfg, spec, 1, rank=rank, world_size=2)[1]
+    result["val_rank_samples"] = len(val_loader.batch_sampler.indices())
+    result["val_rank_batches"] = len(val_loader)
+    result["val_dist"] = trainer_mod.evaluate(fn, val_loader, transform, ctx)
+    result["val_single"] = trainer_mod.evaluate(fn, build_loaders(cfg, spec, 1)[1], transform, DistContext())
+    shutdown_distributed()
+    with open(os.path.join(tmp, f"result.{rank}.json"), "w") as f:
+        json.dump(result, f)
+
+
+@pytest.fixture(scope="module")
+def job_b(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("dist_exact")
+    teacher = tmp / "teacher.pth"
+    make_teacher(teacher)
+    run_ranks(_exact_job, tmp, str(teacher), num_ports=3, timeout=120)
+    return [json.load(open(tmp / f"result.{r}.json")) for r in (0, 1)]
+
+
+def test_ddp_step_equals_single_process_step(job_b):
+    step = job_b[0]["step"]
+    assert step["start_between_ranks"] == 0 and step["start_to_single"] == 0  # rank 0's student everywhere
+    assert step["moved"] > 1e-3  # the two steps changed the weights
+    assert step["to_single"] < 1e-6 and step["between_ranks"] == 0
+    # the teacher is not synchronised (ignored by DDP): rank 1 keeps its own
+    assert [r["teacher_bias_shift"] for r in job_b] == [0.0, 1.0]
+
+
+def test_distributed_validation_counts_every_sample_once(job_b):
+    assert [r["val_rank_samples"] for r in job_b] == [7, 6]
+    assert [r["val_rank_batches"] for r in job_b] == [4, 3]
+    for r in job_b:
+        d, s = r["val_dist"], r["val_single"]
+        assert d["count"] == s["count"] == 13
+        assert d["top1"] == pytest.approx(s["top1"], abs=1e-9) and d["top5"] == pytest.approx(s["top5"], abs=1e-9)
+        assert d["loss"] == pytest.approx(s["loss"], rel=1e-6)
+
+
+@pytest.mark.parametrize("key,message", [("sync_bn", "SOLVER.SYNC_BN needs CUDA"),
+                                         ("batch", "SOLVER.BATCH_SIZE 15 (the global batch) does not divide by 2")])
+def test_distributed_config_errors_are_one_line(job_b, key, message):
+    for r in job_b:
+        out = r[key]
+        assert out["code"] == 2
+        lines = out["stderr"].strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], out["stderr"]
