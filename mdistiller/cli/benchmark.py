@@ -132,7 +132,7 @@ def yardstick(device, iters=10, warmup=2):
         net(x).sum().backward()
         opt.step()
 
-    return time_calls(step, iters, warmup, device)
+    return time_calls(step, iters, min(warmup, iters), device)
 
 
 def paired_runs(args, device, measure):
@@ -180,7 +180,7 @@ def build_case(cfg, spec, device, seed=0):
         distiller.to(memory_format=torch.channels_last)
     if cfg.SOLVER.COMPILE:
         distiller.student.compile()
-    generator = torch.Generator(device=device).manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)  # the views' random parameters are drawn on the host
     transforms = (build_batch_transform(spec, num_views(cfg), train=True, device=device, generator=generator),
                   build_batch_transform(spec, 1, train=False, device=device))
     trainer = Trainer(cfg, distiller, (None, None), transforms, DistContext(device=device))
@@ -310,7 +310,11 @@ def main(argv=None):
     args = parse_args(argv)
 
     def body():
-        result = benchmark(args)
+        threads = torch.get_num_threads()
+        try:
+            result = benchmark(args)
+        finally:
+            torch.set_num_threads(threads)
         print(json.dumps(result, indent=2) if args.json else format_table(result), flush=True)
         return 0
 

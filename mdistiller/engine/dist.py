@@ -50,6 +50,16 @@ class DistContext:
         dist.broadcast(t, src=0, group=self.control_group)
         return bool(t.item())
 
+    def broadcast_buffers(self, module, skip=()):
+        """Give every rank rank 0's buffers of ``module`` (BN running statistics), except
+        those whose names start with a prefix in ``skip``. DDP copies them only at the start
+        of each forward, so after an epoch's last step each rank holds the statistics of its
+        own last batch, while checkpoints keep rank 0's."""
+        if self.distributed:
+            for name, buf in module.named_buffers():
+                if not name.startswith(tuple(skip)):
+                    dist.broadcast(buf, src=0)
+
     def gather_objects(self, obj):
         """``[obj of rank 0, obj of rank 1, ...]`` on every rank (pickled over the gloo
         group; for small host-side state such as RNG states, never per step)."""

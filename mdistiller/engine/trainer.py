@@ -224,6 +224,7 @@ class Trainer:
         self._check_finite(epoch, bad_step, bad_terms, names)
         sums = torch.cat([torch.stack([seen, correct, loss_sum]), term_sums if term_sums is not None else zero[None]])
         self.ctx.all_reduce_sum(sums)
+        self.ctx.broadcast_buffers(self.distiller, skip=("teacher.",))  # validate what the checkpoint keeps
         seen_all = max(sums[0].item(), 1.0)
         return {
             "train_acc": 100 * sums[1].item() / seen_all,

@@ -15,6 +15,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from mdistiller.dataset.loader import build_loaders
 from mdistiller.engine import trainer as trainer_mod
 from mdistiller.engine.checkpoint import load_checkpoint, load_model_weights
 
@@ -28,7 +29,7 @@ COMMON = ["DISTILLER.TYPE", "KD"]
 # ---------------------------------------------------------------------------------------
 # instrumentation shared by the parent (1 process) and the children (2 processes)
 # ---------------------------------------------------------------------------------------
-CURRENT = {"run": None, "rank": 0, "out": None}
+CURRENT = {"run": None, "rank": 0, "out": None, "stop_after": None}
 
 
 def _append(name, line):
@@ -45,7 +46,11 @@ def recording_step(self, batch, epoch, _real=trainer_mod.Trainer.train_step):
     _append("steps", json.dumps({"run": CURRENT["run"], "rank": CURRENT["rank"], "epoch": epoch,
                                  "index": batch["index"].tolist(), "seed": torch.initial_seed(),
                                  "aug_seed": self.generator.initial_seed()}))
-    return _real(self, batch, epoch)
+    out = _real(self, batch, epoch)
+    if CURRENT["stop_after"] is not None:  # a stop request (as SIGTERM makes) after that many steps
+        CURRENT["stop_after"] -= 1
+        self._stop = CURRENT["stop_after"] == 0
+    return out
 
 
 def _train(run, *argv):
@@ -53,6 +58,10 @@ def _train(run, *argv):
 
     CURRENT["run"] = run
     return main(list(argv))
+
+
+def _argv(tmp, name, epochs, teacher):
+    return tiny_argv(tmp, name, *COMMON, "SOLVER.EPOCHS", epochs, "LOG.SAVE_CHECKPOINT_FREQ", 1, teacher=teacher)
 
 
 def _read(out, name):
@@ -70,13 +79,18 @@ def _run_job(rank, ports, tmp, teacher):
     CURRENT.update(rank=rank, out=os.path.join(tmp, "log"))
     trainer_mod.save_checkpoint = recording_save
     trainer_mod.Trainer.train_step = recording_step
-    argv = lambda name, epochs: tiny_argv(tmp, name, *COMMON, "SOLVER.EPOCHS", epochs, teacher=teacher)  # noqa
     use_port(ports[0])
-    assert _train("dist", *argv("dist", 1)) == 0
+    assert _train("dist", *_argv(tmp, "dist", 1, teacher)) == 0
     use_port(ports[1])
-    assert _train("dist", "--resume", *argv("dist", 2)) == 0
+    assert _train("dist", "--resume", *_argv(tmp, "dist", 2, teacher)) == 0
     use_port(ports[2])  # a run started by one process, continued by two
-    assert _train("single", "--resume", *argv("single", 2)) == 0
+    assert _train("single", "--resume", *_argv(tmp, "single", 2, teacher)) == 0
+    use_port(ports[3])  # 'dist' again, stopped at epoch 2, step 2
+    CURRENT["stop_after"] = SIZE // BATCH + 2
+    assert _train("cut", *_argv(tmp, "cut", 2, teacher)) == 130
+    CURRENT["stop_after"] = None
+    use_port(ports[4])
+    assert _train("cut", "--resume", *_argv(tmp, "cut", 2, teacher)) == 0
 
 
 @pytest.fixture(scope="module")
@@ -86,18 +100,17 @@ def job_a(tmp_path_factory):
     teacher = tmp / "teacher.pth"
     make_teacher(teacher)
     os.makedirs(tmp / "log")
-    mp = pytest.MonkeyPatch()
-    mp.setitem(CURRENT, "out", str(tmp / "log"))
-    mp.setattr(trainer_mod, "save_checkpoint", recording_save)
-    mp.setattr(trainer_mod.Trainer, "train_step", recording_step)
+    patch = pytest.MonkeyPatch()
+    patch.setitem(CURRENT, "out", str(tmp / "log"))
+    patch.setitem(CURRENT, "rank", "1p")
+    patch.setattr(trainer_mod, "save_checkpoint", recording_save)
+    patch.setattr(trainer_mod.Trainer, "train_step", recording_step)
     try:
-        argv = lambda name, epochs: tiny_argv(tmp, name, *COMMON, "SOLVER.EPOCHS", epochs, teacher=teacher)  # noqa
-        CURRENT["rank"] = "1p"
-        assert _train("single", *argv("single", 1)) == 0
-        run_ranks(_run_job, tmp, teacher, num_ports=3, timeout=150)
-        assert _train("dist", "--resume", *argv("dist", 3)) == 0
+        assert _train("single", *_argv(tmp, "single", 1, teacher)) == 0
+        run_ranks(_run_job, tmp, teacher, num_ports=5, timeout=150)
+        assert _train("dist", "--resume", *_argv(tmp, "dist", 3, teacher)) == 0
     finally:
-        mp.undo()
+        patch.undo()
     return tmp
 
 
@@ -107,7 +120,7 @@ def test_only_rank0_writes_each_checkpoint_once(job_a):
     assert dist_writes and {w[0] for w in dist_writes} == {0}
     keys = [(run, epoch, name) for _, run, epoch, name in writes]
     assert len(keys) == len(set(keys)), "a checkpoint was written twice in one epoch"
-    for run, epochs in (("dist", [1, 2, 3]), ("single", [1, 2])):
+    for run, epochs in (("dist", [1, 2, 3]), ("single", [1, 2]), ("cut", [1, 2])):
         assert sorted(e for r, e, n in keys if r == run and n == "latest") == epochs
         assert sorted(e for r, e, n in keys if r == run and n == "student_latest") == epochs
     d = run_dir(job_a, "dist")
@@ -122,10 +135,59 @@ def test_resume_continues_across_world_sizes(job_a):
     assert [r["epoch"] for r in metrics(job_a, "dist")] == [1, 2, 3]
     assert [r["epoch"] for r in metrics(job_a, "single")] == [1, 2]
     steps = _read(str(job_a / "log"), "steps")
-    # every (run, epoch) trained exactly once: no replayed and no skipped epoch on resume
-    seen = {(s["run"], s["epoch"], s["rank"]) for s in steps}
-    assert seen == {("single", 1, "1p"), ("single", 2, 0), ("single", 2, 1),
-                    ("dist", 1, 0), ("dist", 1, 1), ("dist", 2, 0), ("dist", 2, 1), ("dist", 3, "1p")}
+    # each epoch trained once, by the expected processes: none replayed or skipped on resume
+    counts = {}
+    for s in steps:
+        key = (s["run"], s["epoch"], s["rank"])
+        counts[key] = counts.get(key, 0) + 1
+    assert counts == {key: SIZE // BATCH for key in [
+        ("single", 1, "1p"), ("single", 2, 0), ("single", 2, 1),
+        ("dist", 1, 0), ("dist", 1, 1), ("dist", 2, 0), ("dist", 2, 1), ("dist", 3, "1p"),
+        ("cut", 1, 0), ("cut", 1, 1), ("cut", 2, 0), ("cut", 2, 1)]}
+
+
+def test_mid_epoch_stop_under_two_processes(job_a):
+    """Both ranks stop after the same step, rank 0 alone writes 'interrupted', and --resume
+    trains the rest of that epoch once (counted above) and removes it."""
+    writes = [w for w in _read(str(job_a / "log"), "writes") if w[1] == "cut" and w[3] == "interrupted"]
+    assert writes == [[0, "cut", 1, "interrupted"]]
+    assert [r["epoch"] for r in metrics(job_a, "cut")] == [1, 2]
+    assert not os.path.exists(os.path.join(run_dir(job_a, "cut"), "interrupted"))
+    steps = [s["index"] for s in _read(str(job_a / "log"), "steps") if s["run"] == "cut" and s["epoch"] == 2]
+    assert sorted(sum(steps, [])) == list(range(SIZE))  # nothing replayed, nothing skipped
+
+
+@pytest.mark.xfail(strict=True, reason="'interrupted' keeps rank 0's RNG state and partial statistics only; "
+                                       "see docs/distributed.md (known limitations)")
+def test_mid_epoch_resume_under_two_processes_is_exact(job_a):
+    cut, dist = (_student_file(job_a, run, "student_2") for run in ("cut", "dist"))
+    assert all(torch.equal(cut[k], dist[k]) for k in cut)
+    assert metrics(job_a, "cut")[1]["train_loss"] == metrics(job_a, "dist")[1]["train_loss"]
+
+
+def test_validation_during_a_distributed_run_is_that_of_the_checkpoint(job_a):
+    """The epoch's test accuracy (two ranks, each on its share) is that of the saved student
+    on one process: every rank validates with rank 0's BN statistics."""
+    from mdistiller.dataset import build_batch_transform, get_dataset
+    from mdistiller.engine.cfg import load_cfg
+    from mdistiller.engine.dist import DistContext
+    from mdistiller.models import build_model
+
+    cfg = load_cfg(None, _argv(job_a, "dist", 3, "unused"))
+    spec = get_dataset(cfg)
+    model = build_model("resnet8", "cifar", spec.num_classes).eval()
+    model.load_state_dict(_student_file(job_a, "dist", "student_2"))
+    loader = build_loaders(cfg, spec)[1]
+    res = trainer_mod.evaluate(lambda x: model(x)[0], loader, build_batch_transform(spec, 1, False, "cpu"),
+                               DistContext())
+    rec = metrics(job_a, "dist")[1]
+    assert rec["epoch"] == 2
+    assert res["top1"] == pytest.approx(rec["test_acc"], abs=1e-9)
+    assert res["loss"] == pytest.approx(rec["test_loss"], rel=1e-6)
+
+
+def _student_file(tmp, run, name):
+    return load_checkpoint(os.path.join(run_dir(tmp, run), name))["model"]
 
 
 def test_ranks_shard_the_global_batch_and_reseed_each_epoch(job_a):
@@ -199,7 +261,6 @@ def _exact_job(rank, ports, tmp, teacher):
     from mdistiller.cli.train import main
     from mdistiller.dataset.augment import build_batch_transform
     from mdistiller.dataset.base import DatasetSpec, TensorImageDataset
-    from mdistiller.dataset.loader import build_loaders
     from mdistiller.dataset.synthetic import make_images
     from mdistiller.engine.cfg import load_cfg
     from mdistiller.engine.dist import DistContext, init_distributed, shutdown_distributed
@@ -218,7 +279,8 @@ def _exact_job(rank, ports, tmp, teacher):
     ctx = init_distributed("cpu")
     assert (ctx.rank, ctx.world_size) == (rank, 2)
     cfg = load_cfg(None, ["SOLVER.LR", "0.5", "SOLVER.MOMENTUM", "0.9", "SOLVER.WEIGHT_DECAY", "0.01",
-                          "SOLVER.BATCH_SIZE", "8", "DATASET.TEST.BATCH_SIZE", "4"])
+                          "SOLVER.BATCH_SIZE", "8", "DATASET.TEST.BATCH_SIZE", "4",
+                          "DATASET.NUM_WORKERS", "0"])
     teacher_state = load_checkpoint(teacher)["model"]
 
     # two steps with a global batch of 8: on 2 ranks (4 samples each) and on 1 process.

@@ -1,0 +1,50 @@
+"""``tools/benchmark.py`` in-process on tiny models: every figure, positive, with its ratios."""
+
+import json
+
+import pytest
+
+from mdistiller.cli.benchmark import DEFAULT_MATRIX, main, parse_case
+
+TINY = ["--teacher", "resnet8", "--student", "resnet8", "--num-classes", "10", "--batch-size", "8", "--steps", "2",
+        "--warmup", "1", "--repeats", "1", "--yardstick-iters", "1", "--pipeline-seconds", "0.2", "--threads", "1"]
+
+
+def test_json_has_every_figure_with_ratios(capsys):
+    assert main(TINY + ["--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["yardstick_ms"] > 0 and result["setup"]["batch_size"] == 8
+    figures = {f["name"]: f for f in result["figures"]}
+    steps = [n for n, f in figures.items() if f["kind"] == "step"]
+    assert steps == DEFAULT_MATRIX.split(",")
+    assert {"SLD loss (fwd+bwd)", "pipeline/1", "pipeline/2"} <= set(figures)
+    for name, f in figures.items():
+        assert f["value"] > 0 and f["ms"] > 0 and f["over_yardstick"] > 0 and f["yardstick_ms"] > 0, name
+        if f["kind"] == "loss":
+            assert 0 < f["share_of_step"] and f["of_step"] in steps and f["target"] == 0.02
+        else:  # every step here has a perf.md figure (SLD, MLKD, KD), as does the pipeline
+            assert f["reference"] > 0 and f["vs_reference"] > 0, name
+        if f["kind"] == "step":
+            assert f["unit"] == "samples/s" and f["vs_reference_normalised"] > 0 and f["same_setup"] is False
+    sld = figures["SLD/fp32"]
+    assert sld["value"] == pytest.approx(8 / (sld["ms"] / 1e3), rel=1e-6)  # samples/s of the median step
+    assert figures["pipeline/2"]["target"] == 3.0
+
+
+def test_table_for_one_case(capsys):
+    assert main(TINY + ["--distiller", "KD", "--precision", "bf16", "--channels-last", "--skip-pipeline"]) == 0
+    out = capsys.readouterr().out
+    assert "yardstick" in out and "KD/bf16+cl" in out and "x reference" in out and "SLD" not in out
+
+
+def test_bad_case_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(TINY + ["--matrix", "SLD/fp8"])
+    assert e.value.code == 2 and "DISTILLER/PRECISION" in capsys.readouterr().err
+    assert parse_case("MLKD/bf16+cl") == ("MLKD", "bf16", True) and parse_case("KD") == ("KD", "fp32", False)
+
+
+def test_unknown_distiller_is_one_line(capsys):
+    assert main(TINY + ["--distiller", "NOPE", "--skip-pipeline"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "NOPE" in err and "\n" not in err

@@ -1,0 +1,212 @@
+"""The fast paths of the training step compute the plain path's losses.
+
+On a tiny pair (resnet20 teacher with calibrated BN statistics -> resnet8 student, 10
+classes, batch 8, float32), for SLD, MLKD, KD and DKD:
+
+* one teacher forward over the concatenated views equals one forward per view;
+* ``Trainer.train_step`` with channels_last models and inputs equals the contiguous step;
+* under bf16 autocast the losses are float32 and close to the fp32 ones;
+* ``Trainer.train_step`` never synchronises with the host.
+"""
+
+import contextlib
+import copy
+
+import pytest
+import torch
+from torch.utils.data import default_collate
+
+from mdistiller.dataset import get_dataset
+from mdistiller.dataset.augment import build_batch_transform
+from mdistiller.engine.build import build_distiller, num_views
+from mdistiller.engine.cfg import load_cfg
+from mdistiller.engine.dist import DistContext
+from mdistiller.engine.trainer import Trainer
+from mdistiller.models import build_model
+
+METHODS = ["SLD", "MLKD", "KD", "DKD"]
+BATCH, CLASSES, EPOCH = 8, 10, 240  # late epoch: SLD's student swap and DKD's full weight are on
+
+
+def make_cfg(method, amp="none", channels_last=False):
+    return load_cfg(None, ["DISTILLER.TYPE", method, "DISTILLER.TEACHER", "resnet20", "DISTILLER.STUDENT", "resnet8",
+                           "DATASET.TYPE", "synthetic", "DATASET.SYNTHETIC_SIZE", "32",
+                           "DATASET.SYNTHETIC_CLASSES", str(CLASSES), "SOLVER.BATCH_SIZE", str(BATCH),
+                           "SOLVER.AMP", amp, "SOLVER.CHANNELS_LAST", str(channels_last), "SOLVER.DEVICE", "cpu"])
+
+
+@pytest.fixture(scope="module")
+def spec():
+    return get_dataset(make_cfg("KD"))
+
+
+@pytest.fixture(scope="module")
+def models(spec):
+    """A teacher whose BN statistics come from the data (as a trained one's) and a student."""
+    torch.manual_seed(0)
+    teacher = build_model("resnet20", "cifar", CLASSES)
+    student = build_model("resnet8", "cifar", CLASSES)
+    for m in teacher.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = None  # cumulative average
+    x = torch.stack([spec.train[i]["image"] for i in range(len(spec.train))]).float().div(255).sub(0.5).div(0.25)
+    with torch.no_grad():
+        for chunk in x.split(2 * BATCH):  # the step's teacher batch shape
+            teacher(chunk)
+    return teacher, student
+
+
+@pytest.fixture(scope="module")
+def raw_batch(spec):
+    return default_collate([spec.train[i] for i in range(BATCH)])
+
+
+def make_distiller(method, models, spec, cfg=None):
+    teacher, student = copy.deepcopy(models)
+    return build_distiller(cfg or make_cfg(method), student, teacher, spec)
+
+
+def make_trainer(method, models, spec, amp="none", channels_last=False, device="cpu"):
+    cfg = make_cfg(method, amp, channels_last)
+    distiller = make_distiller(method, models, spec, cfg).to(device)
+    if channels_last:
+        distiller.to(memory_format=torch.channels_last)
+    g = torch.Generator().manual_seed(0)  # the views' random parameters are drawn on the host
+    transforms = (build_batch_transform(spec, num_views(cfg), train=True, device=device, generator=g),
+                  build_batch_transform(spec, 1, train=False, device=device))
+    trainer = Trainer(cfg, distiller, (None, None), transforms, DistContext(device=torch.device(device)))
+    distiller.train()
+    return trainer
+
+
+def assert_rel(actual, expected, rel, what=""):
+    """max |actual - expected| <= rel * max |expected| (elementwise scale of the tensor)."""
+    actual, expected = torch.as_tensor(actual).double(), torch.as_tensor(expected).double()
+    err, scale = (actual - expected).abs().max().item(), expected.abs().max().item()
+    assert err <= rel * scale, f"{what}: |diff| {err:.3g} > {rel:g} x {scale:.3g}"
+
+
+def step_losses(trainer, batch):
+    _, _, losses, total, _ = trainer.train_step(batch, EPOCH)
+    return {k: v.detach() for k, v in losses.items()}, total.detach()
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_one_teacher_forward_equals_per_view_forwards(method, models, spec, raw_batch):
+    """(a) The distiller's single concatenated teacher forward gives the per-view teacher
+    logits (1e-5 relative) and the losses of a plain step with one forward per view."""
+    distiller = make_distiller(method, models, spec).train()
+    g = torch.Generator().manual_seed(1)
+    batch = build_batch_transform(spec, distiller.num_views, train=True, device="cpu", generator=g)(raw_batch)
+    views = [batch[k] for k in ("image_weak", "image_strong", "image") if k in batch]
+    sizes = []
+    hook = distiller.teacher.register_forward_hook(lambda m, args, out: sizes.append(args[0].shape[0]))
+    _, losses = distiller(**batch, epoch=EPOCH)
+    hook.remove()
+    assert sizes == [BATCH * len(views)]  # one teacher forward over all views
+
+    with torch.no_grad():
+        per_view = [distiller.teacher(v)[0] for v in views]
+    for joint, single in zip(distiller.teacher_logits(*views), per_view):
+        assert joint.dtype == torch.float32 and not joint.is_inference()
+        assert_rel(joint, single, 1e-5, "teacher logits")
+    student = [distiller.student(v)[0] for v in views]  # train-mode BN: batch statistics, same outputs
+    plain = distiller.losses(student, per_view, batch["target"], EPOCH)
+    assert sorted(plain) == sorted(losses)
+    for k in plain:
+        assert_rel(losses[k].detach(), plain[k].detach(), 1e-5, k)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_channels_last_step_equals_contiguous_step(method, models, spec, raw_batch):
+    """(b) ``train_step`` with channels_last models and inputs gives the contiguous step's
+    losses (1e-5 relative) and, after the update, its student weights (1e-4 relative)."""
+    plain = make_trainer(method, models, spec)
+    fast = make_trainer(method, models, spec, channels_last=True)
+    (losses, total), (losses_cl, total_cl) = step_losses(plain, raw_batch), step_losses(fast, raw_batch)
+    assert sorted(losses) == sorted(losses_cl)
+    for k in losses:
+        assert_rel(losses_cl[k], losses[k], 1e-5, k)
+    assert_rel(total_cl, total, 1e-5, "total")
+    for (name, p), q in zip(plain.distiller.student.named_parameters(), fast.distiller.student.parameters()):
+        assert q.is_contiguous(memory_format=torch.channels_last) or q.dim() != 4, name
+        assert_rel(q.detach(), p.detach(), 1e-4, name)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_bf16_autocast_losses_are_float32_and_close(method, models, spec, raw_batch):
+    """(c) Under bf16 autocast (with channels_last) every loss term and the total are
+    float32 and within 5e-2 relative of the fp32 step's (bf16 keeps 8 bits of mantissa,
+    ~4e-3 per rounding; the convolutions accumulate a few of them)."""
+    plain = make_trainer(method, models, spec)
+    fast = make_trainer(method, models, spec, amp="bf16", channels_last=True)
+    (losses, total), (losses_bf, total_bf) = step_losses(plain, raw_batch), step_losses(fast, raw_batch)
+    assert total_bf.dtype == torch.float32
+    for k in losses:
+        assert losses_bf[k].dtype == torch.float32, k
+        assert_rel(losses_bf[k], losses[k], 5e-2, k)
+    assert_rel(total_bf, total, 5e-2, "total")
+
+
+HOST_READS = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__")
+
+
+@contextlib.contextmanager
+def no_host_reads(monkeypatch):
+    """Make the tensor methods that copy device data to the host raise; yields a context
+    manager lifting the ban (for the batch transform, which reads only the random
+    parameters it draws on the host)."""
+    originals = {name: getattr(torch.Tensor, name) for name in HOST_READS}
+
+    def forbid(name):
+        def raise_(self, *args, **kwargs):
+            raise AssertionError(f"Tensor.{name} called during train_step (a host synchronisation)")
+        return raise_
+
+    @contextlib.contextmanager
+    def lifted():
+        for name, fn in originals.items():
+            monkeypatch.setattr(torch.Tensor, name, fn)
+        try:
+            yield
+        finally:
+            for name in originals:
+                monkeypatch.setattr(torch.Tensor, name, forbid(name))
+
+    for name in originals:
+        monkeypatch.setattr(torch.Tensor, name, forbid(name))
+    try:
+        yield lifted
+    finally:
+        monkeypatch.undo()
+
+
+@pytest.mark.parametrize("amp,channels_last", [("none", False), ("bf16", True)])
+@pytest.mark.parametrize("method", METHODS)
+def test_train_step_does_not_synchronise(method, amp, channels_last, models, spec, raw_batch, monkeypatch):
+    """(d) On CUDA: ``torch.cuda.set_sync_debug_mode("error")`` around the step. On the CPU:
+    ``Tensor.item``/``tolist``/``cpu``/``numpy`` and bool/float/int conversions raise during
+    the step, outside the batch transform (whose random parameters are host tensors)."""
+    if torch.cuda.is_available():
+        trainer = make_trainer(method, models, spec, amp, channels_last, device="cuda")
+        trainer.train_step(raw_batch, EPOCH)
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            trainer.train_step(raw_batch, EPOCH)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        return
+    trainer = make_trainer(method, models, spec, amp, channels_last)
+    transform = trainer.train_transform
+    trainer.train_step(raw_batch, EPOCH)  # first step: optimizer state is created
+    with no_host_reads(monkeypatch) as lifted:
+        with pytest.raises(AssertionError, match="host synchronisation"):
+            torch.ones(1).item()  # the guard is armed
+
+        def host_side_transform(batch):
+            with lifted():
+                return transform(batch)
+
+        trainer.train_transform = host_side_transform
+        logits, target, losses, total, finite = trainer.train_step(raw_batch, EPOCH)
+    assert bool(finite) and torch.isfinite(total) and logits.shape == (BATCH, CLASSES)
