@@ -63,5 +63,14 @@ def probe_input(batch=2, dtype=torch.float64):
 
 
 @pytest.fixture
+def one_thread():
+    """Tiny tensors: intra-op threads only add overhead (seconds on a busy machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def reference():
     return load_reference

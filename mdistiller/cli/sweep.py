@@ -34,7 +34,7 @@ import traceback
 import warnings
 from dataclasses import dataclass
 
-from ..engine.cfg import ConfigWarning, load_cfg, overrides_to_dict
+from ..engine.cfg import ConfigWarning, get_key, load_cfg, overrides_to_dict
 from ..utils.errors import ConfigError
 from .common import add_debug_flag, run_tool
 from .summarize import format_value, read_metrics
@@ -118,13 +118,6 @@ def run_name(stem, parts, seed):
     return f"{body}_seed{seed}" if body else f"seed{seed}"
 
 
-def _cfg_value(cfg, key):
-    node = cfg
-    for part in key.split("."):
-        node = node[part]
-    return node
-
-
 def _load(cfg_path, opts, where):
     try:
         return load_cfg(cfg_path, opts)
@@ -163,7 +156,7 @@ def plan_runs(cfg_path, grid_specs=(), seeds=1, seed_start=None, project=None, o
             run_opts = opts + [x for kv in settings for x in kv] + ["EXPERIMENT.SEED", str(seed)]
             where = "run with " + " ".join(f"{k}={v}" for k, v in settings + [("seed", seed)])
             cfg = _load(cfg_path, run_opts, where)
-            name = run_name(stem, [(short[k], _cfg_value(cfg, k)) for k in keys], seed)
+            name = run_name(stem, [(short[k], get_key(cfg, k)) for k in keys], seed)
             runs.append(Run(name, run_opts + ["EXPERIMENT.NAME", name], settings, cfg))
     names = [r.name for r in runs]
     dups = sorted({n for n in names if names.count(n) > 1})

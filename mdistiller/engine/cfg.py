@@ -239,7 +239,8 @@ def overrides_to_dict(opts):
 # ---------------------------------------------------------------------------------------
 # Reference-repo compatibility (KD.* keys in SLD / MLKD files)
 # ---------------------------------------------------------------------------------------
-def _get(cfg, dotted):
+def get_key(cfg, dotted):
+    """The value of a dotted key (``"SOLVER.LR"``) in a CfgNode or nested dict."""
     node = cfg
     for p in dotted.split("."):
         node = node[p]
@@ -262,7 +263,7 @@ def translate_legacy_keys(cfg, explicit):
     for old, new in table.items():
         if old not in explicit:
             continue
-        value = _get(cfg, old)
+        value = get_key(cfg, old)
         if new is None:
             warnings.warn(
                 f"{old} = {value} has no effect on {cfg.DISTILLER.TYPE} (the reference ignores it too); "
@@ -273,13 +274,13 @@ def translate_legacy_keys(cfg, explicit):
             continue
         if new.endswith("[0]"):
             key = new[:-3]
-            temps = list(_get(cfg, key))
+            temps = list(get_key(cfg, key))
             if key in explicit and temps[0] != value:
                 raise ConfigError(f"both {old} and {key} are set and disagree; keep only {key}")
             temps[0] = float(value)
             _set(cfg, key, temps)
         else:
-            if new in explicit and _get(cfg, new) != value:
+            if new in explicit and get_key(cfg, new) != value:
                 raise ConfigError(f"both {old} and {new} are set and disagree; keep only {new}")
             _set(cfg, new, value)
         warnings.warn(
@@ -318,7 +319,7 @@ def validate_cfg(cfg):
 
     def weights(node, name, keys):
         for k in keys:
-            v = _get(node, k)
+            v = get_key(node, k)
             if not _is_number(v) or v < 0:
                 raise ConfigError(f"{name}.{k} must be a non-negative number, got {v}")
 
@@ -422,5 +423,5 @@ def show_cfg(cfg):
     print(log_msg("CONFIG:\n{}".format(dump_cfg.dump()), "INFO"))
 
 
-__all__ = ["CFG", "load_cfg", "get_default_cfg", "merge_dict", "validate_cfg", "cfg_to_dict",
+__all__ = ["CFG", "load_cfg", "get_key", "get_default_cfg", "merge_dict", "validate_cfg", "cfg_to_dict",
            "diff_cfg", "overrides_to_dict", "ConfigWarning", "log_msg", "show_cfg"]

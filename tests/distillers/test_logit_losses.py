@@ -21,13 +21,7 @@ F64 = torch.float64
 TEMPS = [4.0, 3.0, 5.0, 2.0, 6.0]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The tensors here are tiny: intra-op threads only add overhead (seconds on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def logits(*shape, seed=0, scale=3.0):
