@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import sys
+import warnings
 
 import torch
 
@@ -136,22 +137,25 @@ def train(cfg, args, argv):
         if state is not None:
             trainer.load_state(state)
             where = f"epoch {trainer.start_epoch}" + (f" step {trainer.start_step}" if trainer.start_step else "")
-            print(f"resuming '{run_dir}' from {os.path.basename(resume_path)} at {where}", flush=True)
+            if ctx.is_main:
+                print(f"resuming '{run_dir}' from {os.path.basename(resume_path)} at {where}", flush=True)
         elif distiller.teacher is not None:
             acc = trainer.evaluate_teacher()
             msg = (f"teacher {cfg.DISTILLER.TEACHER} test top-1 {acc['top1']:.2f} top-5 {acc['top5']:.2f} "
                    f"on {acc['count']} images")
-            print(msg, flush=True)
             if logger is not None:
+                print(msg, flush=True)
                 logger.text(msg)
                 logger.scalars({"teacher/top1": acc["top1"], "teacher/top5": acc["top5"]}, 0)
         try:
             best = trainer.train()
         except StopRequested as stop:
-            cmd = " ".join(["python3 tools/train_ours.py", f"--cfg {args.cfg}" if args.cfg else "", "--resume"]
+            launcher = f"torchrun --nproc_per_node {ctx.world_size}" if ctx.distributed else "python3"
+            cmd = " ".join([launcher, "tools/train_ours.py", f"--cfg {args.cfg}" if args.cfg else "", "--resume"]
                            + list(args.opts or []))
-            print(f"stopped by signal; saved '{stop.path}'; continue with: {' '.join(cmd.split())}",
-                  file=sys.stderr, flush=True)
+            if ctx.is_main:
+                print(f"stopped by signal; saved '{stop.path}'; continue with: {' '.join(cmd.split())}",
+                      file=sys.stderr, flush=True)
             return INTERRUPTED_EXIT
         finally:
             if logger is not None:
@@ -166,6 +170,8 @@ def train(cfg, args, argv):
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 alone prints warnings
+        warnings.simplefilter("ignore")
     with user_errors(args.debug) as result:
         cfg = load_cfg(args.cfg or None, args.opts)
         result["code"] = train(cfg, args, argv)

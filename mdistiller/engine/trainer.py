@@ -16,7 +16,7 @@ import time
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from ..utils.errors import NonFiniteLossError
+from ..utils.errors import ConfigError, NonFiniteLossError
 from .checkpoint import save_checkpoint
 from .utils import derive_seed, rng_state, seed_everything, set_rng_state, topk_correct
 
@@ -270,6 +270,8 @@ class Trainer:
     def save_epoch(self, epoch, test_acc):
         """mdistiller's files: latest, student_latest, epoch_N/student_N every
         SAVE_CHECKPOINT_FREQ epochs, best/student_best on a new best. Rank 0 only."""
+        is_best = test_acc >= self.best_acc
+        self.best_acc = max(self.best_acc, test_acc)  # on every rank, with or without a run folder
         if not self.ctx.is_main or self.run_dir is None:
             return
         path = lambda name: os.path.join(self.run_dir, name)  # noqa: E731
@@ -280,18 +282,19 @@ class Trainer:
         if epoch % self.cfg.LOG.SAVE_CHECKPOINT_FREQ == 0:
             save_checkpoint(state, path(f"epoch_{epoch}"))
             save_checkpoint(student, path(f"student_{epoch}"))
-        if test_acc >= self.best_acc:
-            self.best_acc = test_acc
+        if is_best:
             save_checkpoint(state, path("best"))
             save_checkpoint(student, path("student_best"))
 
     def _save_interrupted(self, epoch, step, stats, bad_step, bad_terms, names):
+        """Save every rank's position state (RNG, partial epoch statistics) in one
+        ``interrupted`` file written by rank 0; ``latest`` keeps its epoch-end meaning."""
         self._check_finite(epoch, bad_step, bad_terms, names)
         path = os.path.join(self.run_dir, "interrupted") if self.run_dir else None
+        ranks = self.ctx.gather_objects({"rng": rng_state(self.generator),
+                                         "stats": {k: v.cpu() for k, v in stats.items() if v is not None}})
         if self.ctx.is_main and path:
-            state = self.state(epoch - 1, interrupted={"epoch": epoch, "step": step, "rng": rng_state(self.generator),
-                                                       "stats": {k: v.cpu() for k, v in stats.items() if v is not None}})
-            save_checkpoint(state, path)
+            save_checkpoint(self.state(epoch - 1, interrupted={"epoch": epoch, "step": step, "ranks": ranks}), path)
         self.ctx.barrier()
         raise StopRequested(path)
 
@@ -305,9 +308,14 @@ class Trainer:
         self.global_step = state.get("global_step", 0)
         inter = state.get("interrupted")
         if inter:
+            if len(inter["ranks"]) != self.ctx.world_size:
+                raise ConfigError(
+                    f"the 'interrupted' checkpoint was written by {len(inter['ranks'])} processes; resume it with "
+                    f"the same number, or delete it to resume from the last epoch end ('latest')")
+            own = inter["ranks"][self.ctx.rank]
             self.start_epoch, self.start_step = inter["epoch"], inter["step"]
-            set_rng_state(inter["rng"], self.generator)
-            self._partial = {k: v.to(self.device) for k, v in inter["stats"].items()}
+            set_rng_state(own["rng"], self.generator)
+            self._partial = {k: v.to(self.device) for k, v in own["stats"].items()}
         else:
             self.start_epoch, self.start_step = state["epoch"] + 1, 0
 

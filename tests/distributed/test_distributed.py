@@ -1,6 +1,7 @@
 """Two CPU processes over gloo, started as torchrun would: a full run writes each file once
 from rank 0 and resumes across world sizes; one DDP step equals one single-process step on
-the same global batch; distributed validation counts every sample once; config errors.
+the same global batch; distributed validation counts every sample once; a mid-epoch resume on
+two processes is exact; config errors.
 
 Spawning is expensive, so each of the two jobs runs once per module (a fixture) and
 writes what it saw to files that several tests check.
@@ -95,7 +96,8 @@ def _run_job(rank, ports, tmp, teacher):
 
 @pytest.fixture(scope="module")
 def job_a(tmp_path_factory):
-    """'single': epoch 1 on 1 process, epoch 2 on 2; 'dist': epochs 1-2 on 2, epoch 3 on 1."""
+    """'single': epoch 1 on 1 process, epoch 2 on 2; 'dist': epochs 1-2 on 2, epoch 3 on 1;
+    'cut': 2 processes stopped at epoch 2, step 2, then resumed on 2."""
     tmp = tmp_path_factory.mktemp("dist_run")
     teacher = tmp / "teacher.pth"
     make_teacher(teacher)
@@ -157,8 +159,6 @@ def test_mid_epoch_stop_under_two_processes(job_a):
     assert sorted(sum(steps, [])) == list(range(SIZE))  # nothing replayed, nothing skipped
 
 
-@pytest.mark.xfail(strict=True, reason="'interrupted' keeps rank 0's RNG state and partial statistics only; "
-                                       "see docs/distributed.md (known limitations)")
 def test_mid_epoch_resume_under_two_processes_is_exact(job_a):
     cut, dist = (_student_file(job_a, run, "student_2") for run in ("cut", "dist"))
     assert all(torch.equal(cut[k], dist[k]) for k in cut)
