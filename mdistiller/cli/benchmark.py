@@ -17,6 +17,7 @@ the median resists contention from other processes).
 """
 
 import argparse
+import ctypes
 import json
 import statistics
 import time
@@ -63,17 +64,18 @@ def case_name(case):
 def parse_args(argv):
     p = argparse.ArgumentParser(description="Time the training step, the SLD loss, the input pipeline "
                                             "and a yardstick, in one run.")
-    p.add_argument("--cfg", default="", help="YAML config for the methods' settings (the data is random)")
-    p.add_argument("--teacher", default="resnet32x4", help="teacher model (random weights)")
-    p.add_argument("--student", default="resnet8x4", help="student model")
+    p.add_argument("--cfg", default="", help="YAML config: the methods' settings and, unless given below, "
+                                             "the case, models and batch size (the data is random)")
+    p.add_argument("--teacher", default=None, help="teacher model, random weights (default resnet32x4)")
+    p.add_argument("--student", default=None, help="student model (default resnet8x4)")
+    p.add_argument("--batch-size", type=int, default=None, help="batch size (default 64)")
     p.add_argument("--num-classes", type=int, default=100, help="classes of the random data")
     p.add_argument("--distiller", default=None, help="time this distiller only (instead of --matrix)")
     p.add_argument("--precision", choices=list(PRECISIONS), default="fp32", help="with --distiller")
     p.add_argument("--channels-last", action="store_true", help="with --distiller: channels_last")
-    p.add_argument("--matrix", default=DEFAULT_MATRIX, help="comma-separated DISTILLER/PRECISION[+cl] cases "
-                                                           "(default: %(default)s)")
+    p.add_argument("--matrix", default=None, help="comma-separated DISTILLER/PRECISION[+cl] cases "
+                                                  f"(default: {DEFAULT_MATRIX}, or the --cfg's case)")
     p.add_argument("--compile", action="store_true", help="torch.compile the student")
-    p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--steps", type=int, default=6, help="timed steps per run")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps before each run")
     p.add_argument("--repeats", type=int, default=3, help="runs per figure (the median is reported)")
@@ -81,25 +83,59 @@ def parse_args(argv):
     p.add_argument("--pipeline-seconds", type=float, default=2.0, help="duration of one pipeline run")
     p.add_argument("--threads", type=int, default=2, help="torch threads (perf.md: 2)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--retain-host-memory", action="store_true",
+                   help="glibc malloc keeps freed memory (see retain_host_memory); training does not do this yet")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--skip-pipeline", action="store_true", help="do not time the input pipeline")
     p.add_argument("--skip-step", action="store_true", help="do not time training steps nor the loss")
     add_debug_flag(p)
     args = p.parse_args(argv)
-    spec = case_name((args.distiller, args.precision, args.channels_last)) if args.distiller else args.matrix
+    matrix = case_name((args.distiller, args.precision, args.channels_last)) if args.distiller else args.matrix
     try:
-        args.cases = [parse_case(t) for t in spec.split(",") if t.strip()]
+        args.cases = [parse_case(t) for t in (matrix or "").split(",") if t.strip()] or None
     except argparse.ArgumentTypeError as e:
         p.error(str(e))
     for name in ("batch_size", "steps", "repeats", "yardstick_iters", "threads", "num_classes"):
-        if getattr(args, name) < 1:
+        if (getattr(args, name) or 1) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
+    return args
+
+
+def resolve_setup(args):
+    """Fill the unset options from ``--cfg`` when given (its case, models, batch size),
+    else from perf.md's reference setup and the default matrix."""
+    if args.cfg:
+        cfg = load_cfg(args.cfg)
+        precision = next(k for k, v in PRECISIONS.items() if v == cfg.SOLVER.AMP)
+        defaults = (cfg.DISTILLER.TEACHER, cfg.DISTILLER.STUDENT, cfg.SOLVER.BATCH_SIZE,
+                    [(cfg.DISTILLER.TYPE, precision, cfg.SOLVER.CHANNELS_LAST)])
+    else:
+        defaults = (*REFERENCE_SETUP, [parse_case(t) for t in DEFAULT_MATRIX.split(",")])
+    for name, value in zip(("teacher", "student", "batch_size", "cases"), defaults):
+        if getattr(args, name) is None:
+            setattr(args, name, value)
     return args
 
 
 # ---------------------------------------------------------------------------------------
 # timing
 # ---------------------------------------------------------------------------------------
+def retain_host_memory():
+    """Make glibc's malloc serve large blocks from its heap and keep freed memory.
+
+    By default blocks above its mmap threshold (at most 32 MiB, e.g. a float32
+    128x64x32x32 activation) are mapped fresh and unmapped on free, and the heap top is
+    trimmed, so every step page-faults its activations in again (~270k faults, ~10% of an
+    fp32 SLD step here). Returns False where the C library is not glibc.
+    """
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_max = -1, -4
+    return bool(mallopt(m_mmap_max, 0)) and bool(mallopt(m_trim_threshold, 2**31 - 1))
+
+
 def synchronize(device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -146,11 +182,12 @@ def paired_runs(args, device, measure):
 
 def record(kind, name, pairs, unit, value, reference=None, **extra):
     """A figure from paired runs: ``value(seconds)`` (median), the median time, the median
-    time / yardstick and the ratio to ``reference``."""
+    time / yardstick, the ratio to ``reference`` and the runs' (time, yardstick) in ms."""
     med = lambda xs: statistics.median(list(xs))  # noqa: E731
     out = {"kind": kind, "name": name, "unit": unit, "value": med(value(t) for t, _ in pairs),
            "ms": 1e3 * med(t for t, _ in pairs), "over_yardstick": med(t / y for t, y in pairs),
-           "yardstick_ms": 1e3 * med(y for _, y in pairs), "reference": reference}
+           "yardstick_ms": 1e3 * med(y for _, y in pairs), "reference": reference,
+           "runs_ms": [[1e3 * t, 1e3 * y] for t, y in pairs]}
     out["vs_reference"] = out["value"] / reference if reference else None
     out.update(extra)
     return out
@@ -249,17 +286,19 @@ def pipeline_figures(args, spec):
 
 def benchmark(args):
     """All figures as a JSON-ready dict."""
+    resolve_setup(args)
     torch.set_num_threads(args.threads)
+    retained = retain_host_memory() if args.retain_host_memory else False
     device = resolve_device(args.device)
-    first = case_cfg(args, args.cases[0] if args.cases else ("NONE", "fp32", False))
-    spec = get_dataset(first)
+    spec = get_dataset(case_cfg(args, args.cases[0]))
     figures = [] if args.skip_step else step_figures(args, spec, device)
     if not args.skip_pipeline:
         figures += pipeline_figures(args, spec)
     yard = [f["yardstick_ms"] for f in figures] or [1e3 * yardstick(device, args.yardstick_iters)]
     return {"setup": {"teacher": args.teacher, "student": args.student, "batch_size": args.batch_size,
                       "device": str(device), "threads": args.threads, "torch": torch.__version__,
-                      "steps": args.steps, "warmup": args.warmup, "repeats": args.repeats},
+                      "steps": args.steps, "warmup": args.warmup, "repeats": args.repeats,
+                      "retain_host_memory": retained},
             "yardstick_ms": statistics.median(yard), "figures": figures}
 
 
@@ -290,13 +329,14 @@ def describe_target(fig):
 
 def format_table(result):
     s = result["setup"]
-    lines = [f"{s['teacher']} -> {s['student']}, batch {s['batch_size']}, {s['device']}, {s['threads']} threads, "
-             f"torch {s['torch']}; medians of {s['repeats']} runs of {s['steps']} steps after {s['warmup']} warm-ups",
+    lines = [f"{s['teacher']} -> {s['student']}, batch {s['batch_size']}, {s['device']}, threads {s['threads']}, "
+             f"torch {s['torch']}; medians of {s['repeats']} runs of {s['steps']} steps after {s['warmup']} warm-ups"
+             + ("; malloc keeps freed memory" if s["retain_host_memory"] else ""),
              f"yardstick (4 x conv 64->64 3x3 + ReLU on 32x64x32x32, SGD step): {result['yardstick_ms']:.1f} ms", ""]
     rows = [("figure", "value", "ms", "/ yardstick", "vs reference", "target")]
     for f in result["figures"]:
         value = f"{f['value']:.2f} {f['unit']}" if f["unit"] == "ms" else f"{f['value']:.1f} {f['unit']}"
-        rows.append((f["name"], value, f"{f['ms']:.1f}", f"{f['over_yardstick']:.2f}", describe_reference(f),
+        rows.append((f["name"], value, f"{f['ms']:.1f}", f"{f['over_yardstick']:.3g}", describe_reference(f),
                      describe_target(f)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]

@@ -127,7 +127,7 @@ def train(cfg, args, argv):
         ctx.barrier()
         logger = RunLogger(cfg, run_dir, resume=state is not None) if ctx.is_main else None
         trainer = Trainer(cfg, distiller, loaders, transforms, ctx, run_dir=run_dir, logger=logger,
-                          generator=generator, argv=argv)
+                          generator=generator)
         dry_run(trainer, distiller, cfg)
         extra = distiller.get_extra_parameters()
         if logger is not None:

@@ -11,8 +11,12 @@ the trainer sums them. ``logits`` are the student's (weak view) logits, for accu
 In eval mode, ``distiller(image=x)`` returns the student's logits.
 """
 
+import copy
+import itertools
+
 import torch
 import torch.nn as nn
+from torch.fx.experimental.optimization import fuse as fold_batch_norms
 
 
 class Distiller(nn.Module):
@@ -56,17 +60,38 @@ class Distiller(nn.Module):
         """Teacher logits and features for each image batch, in one forward over all of them.
 
         The teacher is in eval mode, so concatenating the views is exact up to float
-        rounding. Runs under ``torch.inference_mode``; the outputs are cloned into normal
-        tensors so losses may use them next to tensors that require grad.
+        rounding. Runs under ``torch.inference_mode`` (see :meth:`_run_teacher`); the logits
+        are cloned into normal tensors so losses may use them next to tensors that require grad.
         """
         with torch.inference_mode():
-            x = images[0] if len(images) == 1 else torch.cat(images, 0)
-            logits, feats = self.teacher(x)
+            logits, feats = self._run_teacher(images[0] if len(images) == 1 else torch.cat(images, 0))
         logits = logits.clone()
         if len(images) == 1:
             return [(logits, feats)]
         sizes = [im.shape[0] for im in images]
         return [(chunk, None) for chunk in logits.split(sizes, 0)]
+
+    def _run_teacher(self, x):
+        """The teacher's outputs on ``x``, computed by a cached copy of the eval-mode teacher
+        with each BatchNorm folded into the convolution feeding it (``torch.fx``; models that
+        do not trace keep their BNs), in channels_last on the CPU and for channels_last
+        inputs (the fastest layout there in every precision; the features follow it). Equal
+        to the teacher's forward up to float rounding; the copy is rebuilt when a teacher
+        tensor changes (``load_state_dict``, ``.to()``). A teacher kept in train mode (OFD,
+        whose BN statistics update) or with forward hooks runs as it is."""
+        if any(m.training or m._forward_hooks or m._forward_pre_hooks for m in self.teacher.modules()):
+            return self.teacher(x)
+        channels_last = x.dim() == 4 and (x.device.type == "cpu" or x.is_contiguous(memory_format=torch.channels_last))
+        tensors = itertools.chain(self.teacher.parameters(), self.teacher.buffers())
+        key = (channels_last, tuple((t.data_ptr(), t._version) for t in tensors))
+        cache = self.__dict__.setdefault("_teacher_cache", {})
+        if cache.get("key") != key:
+            try:
+                model = fold_batch_norms(self.teacher)
+            except Exception:  # control flow fx cannot trace: keep the BNs
+                model = copy.deepcopy(self.teacher)
+            cache.update(key=key, model=model.to(memory_format=torch.channels_last) if channels_last else model)
+        return cache["model"](x.contiguous(memory_format=torch.channels_last) if channels_last else x)
 
     def teacher_logits(self, *images):
         """Teacher logits (float32 or better) for each image batch, one forward for all."""

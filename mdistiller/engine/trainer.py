@@ -16,6 +16,7 @@ import time
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from ..dataset.loader import set_epoch
 from ..utils.errors import ConfigError, NonFiniteLossError
 from .checkpoint import save_checkpoint
 from .utils import derive_seed, rng_state, seed_everything, set_rng_state, topk_correct
@@ -26,6 +27,11 @@ except ImportError:  # pragma: no cover - tqdm is a requirement
     tqdm = None
 
 
+def to_device(batch, device):
+    """The tensors of a batch dict on ``device`` (asynchronously from pinned memory)."""
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
 @torch.no_grad()
 def evaluate(model_fn, loader, transform, ctx, autocast=contextlib.nullcontext, memory_format=None):
     """Top-1, top-5 (percent) and mean cross-entropy of ``model_fn`` over ``loader``,
@@ -33,7 +39,7 @@ def evaluate(model_fn, loader, transform, ctx, autocast=contextlib.nullcontext, 
     dev = ctx.device
     sums = torch.zeros(4, device=dev, dtype=torch.float64)
     for batch in loader:
-        batch = transform({k: v.to(dev, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()})
+        batch = transform(to_device(batch, dev))
         image = batch["image"]
         if memory_format is torch.channels_last:
             image = image.contiguous(memory_format=memory_format)
@@ -75,7 +81,7 @@ class Trainer:
     """Runs epochs of ``distiller`` on ``loaders``; see :meth:`train`."""
 
     def __init__(self, cfg, distiller, loaders, transforms, ctx, run_dir=None, logger=None,
-                 generator=None, argv=()):
+                 generator=None):
         self.cfg = cfg
         self.ctx = ctx
         self.device = ctx.device
@@ -85,7 +91,6 @@ class Trainer:
         self.run_dir = run_dir
         self.logger = logger
         self.generator = generator
-        self.argv = list(argv)
         self.amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.SOLVER.AMP]
         self.memory_format = torch.channels_last if cfg.SOLVER.CHANNELS_LAST else torch.contiguous_format
         self.model = distiller
@@ -110,11 +115,8 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
-    def to_device(self, batch):
-        return {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
-
     def prepare(self, batch, transform):
-        batch = transform(self.to_device(batch))
+        batch = transform(to_device(batch, self.device))
         if self.memory_format is torch.channels_last:
             batch = {k: v.contiguous(memory_format=torch.channels_last) if torch.is_tensor(v) and v.dim() == 4 else v
                      for k, v in batch.items()}
@@ -138,11 +140,11 @@ class Trainer:
             total.backward()
             if self.optimizer.defaults.get("fused"):
                 self.optimizer.found_inf = (~finite).float()
-            else:  # no fused kernel for this device: zero the update's gradients instead
+            else:  # no fused kernel for this device: zero the step's gradients instead
                 for g in self.optimizer.param_groups:
                     for p in g["params"]:
                         if p.grad is not None:
-                            p.grad.mul_(finite)
+                            p.grad.copy_(torch.where(finite, p.grad, torch.zeros_like(p.grad)))
             self.optimizer.step()
         return logits, batch["target"], losses, total, finite
 
@@ -165,8 +167,6 @@ class Trainer:
         start_step = self.start_step if epoch == self.start_epoch else 0
         if start_step == 0:
             self._seed_epoch(epoch)
-        from ..dataset.loader import set_epoch
-
         set_epoch(self.train_loader, epoch, start_step=start_step)
         names = None
         stats = self._partial or {}

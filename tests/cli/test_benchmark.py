@@ -6,8 +6,9 @@ import pytest
 
 from mdistiller.cli.benchmark import DEFAULT_MATRIX, main, parse_case
 
-TINY = ["--teacher", "resnet8", "--student", "resnet8", "--num-classes", "10", "--batch-size", "8", "--steps", "2",
-        "--warmup", "1", "--repeats", "1", "--yardstick-iters", "1", "--pipeline-seconds", "0.2", "--threads", "1"]
+QUICK = ["--num-classes", "10", "--steps", "2", "--warmup", "1", "--repeats", "1", "--yardstick-iters", "1",
+         "--pipeline-seconds", "0.2", "--threads", "1"]
+TINY = ["--teacher", "resnet8", "--student", "resnet8", "--batch-size", "8"] + QUICK
 
 
 def test_json_has_every_figure_with_ratios(capsys):
@@ -35,6 +36,17 @@ def test_table_for_one_case(capsys):
     assert main(TINY + ["--distiller", "KD", "--precision", "bf16", "--channels-last", "--skip-pipeline"]) == 0
     out = capsys.readouterr().out
     assert "yardstick" in out and "KD/bf16+cl" in out and "x reference" in out and "SLD" not in out
+
+
+def test_cfg_gives_the_case_and_setup(tmp_path, capsys):
+    cfg = tmp_path / "kd.yaml"
+    cfg.write_text("DISTILLER:\n  TYPE: DKD\n  TEACHER: resnet8\n  STUDENT: resnet8\n"
+                   "SOLVER:\n  BATCH_SIZE: 4\n  AMP: bf16\n  CHANNELS_LAST: true\n")
+    assert main(["--cfg", str(cfg), "--skip-pipeline", "--json"] + QUICK) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert [f["name"] for f in result["figures"]] == ["DKD/bf16+cl"]
+    assert result["figures"][0]["reference"] is None  # perf.md has no DKD step
+    assert (result["setup"]["teacher"], result["setup"]["batch_size"]) == ("resnet8", 4)
 
 
 def test_bad_case_is_a_usage_error(capsys):

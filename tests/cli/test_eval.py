@@ -26,7 +26,7 @@ def test_eval_on_a_run_folder_uses_student_best(finished_run, capsys):
     assert eval_main(["-c", d, "--device", "cpu", "--workers", "0"]) == 0
     out = capsys.readouterr().out
     assert "student_best on synthetic" in out and "(12 images)" in out
-    assert _top1(out) == pytest.approx(max(r["test_acc"] for r in metrics(finished_run, "ev")), abs=1e-6)
+    assert _top1(out) == pytest.approx(max(r["test_acc"] for r in metrics(finished_run, "ev")), abs=0.005)  # printed with two decimals
 
 
 def test_eval_on_a_checkpoint_file_with_mdistiller_flags(finished_run, capsys):
@@ -35,8 +35,8 @@ def test_eval_on_a_checkpoint_file_with_mdistiller_flags(finished_run, capsys):
     code = eval_main(["-m", "resnet8", "-c", os.path.join(d, "student_latest"), "-d", "synthetic", "-bs", "5",
                       "--device", "cpu", "--workers", "0", "DATASET.SYNTHETIC_SIZE", "48"])
     assert code == 0
-    assert _top1(capsys.readouterr().out) == pytest.approx(latest, abs=1e-6)
+    assert _top1(capsys.readouterr().out) == pytest.approx(latest, abs=0.005)  # printed with two decimals
     # the distiller checkpoint 'latest' (student. prefixes) evaluates the same student
     assert eval_main(["-m", "resnet8", "-c", os.path.join(d, "latest"), "-d", "synthetic", "--device", "cpu",
                       "--workers", "0", "DATASET.SYNTHETIC_SIZE", "48"]) == 0
-    assert _top1(capsys.readouterr().out) == pytest.approx(latest, abs=1e-6)
+    assert _top1(capsys.readouterr().out) == pytest.approx(latest, abs=0.005)  # printed with two decimals

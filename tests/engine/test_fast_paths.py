@@ -3,7 +3,8 @@
 On a tiny pair (resnet20 teacher with calibrated BN statistics -> resnet8 student, 10
 classes, batch 8, float32), for SLD, MLKD, KD and DKD:
 
-* one teacher forward over the concatenated views equals one forward per view;
+* one teacher forward over the concatenated views (on the teacher's BN-folded copy) equals
+  one forward per view, and the copy follows the teacher;
 * ``Trainer.train_step`` with channels_last models and inputs equals the contiguous step;
 * under bf16 autocast the losses are float32 and close to the fp32 ones;
 * ``Trainer.train_step`` never synchronises with the host.
@@ -99,11 +100,18 @@ def test_one_teacher_forward_equals_per_view_forwards(method, models, spec, raw_
     g = torch.Generator().manual_seed(1)
     batch = build_batch_transform(spec, distiller.num_views, train=True, device="cpu", generator=g)(raw_batch)
     views = [batch[k] for k in ("image_weak", "image_strong", "image") if k in batch]
-    sizes = []
-    hook = distiller.teacher.register_forward_hook(lambda m, args, out: sizes.append(args[0].shape[0]))
-    _, losses = distiller(**batch, epoch=EPOCH)
-    hook.remove()
-    assert sizes == [BATCH * len(views)]  # one teacher forward over all views
+    sizes = []  # batch sizes seen by the stem convolutions (the models' only 3-channel input)
+
+    def spy(module, args):
+        if isinstance(module, torch.nn.Conv2d) and module.in_channels == 3:
+            sizes.append(args[0].shape[0])
+
+    hook = torch.nn.modules.module.register_module_forward_pre_hook(spy)  # global: the fast path stays on
+    try:
+        _, losses = distiller(**batch, epoch=EPOCH)
+    finally:
+        hook.remove()
+    assert sorted(sizes) == [BATCH] * len(views) + [BATCH * len(views)]  # a student forward per view, one teacher
 
     with torch.no_grad():
         per_view = [distiller.teacher(v)[0] for v in views]
@@ -115,6 +123,33 @@ def test_one_teacher_forward_equals_per_view_forwards(method, models, spec, raw_
     assert sorted(plain) == sorted(losses)
     for k in plain:
         assert_rel(losses[k].detach(), plain[k].detach(), 1e-5, k)
+
+
+def test_teacher_copy_follows_the_teacher(models, spec):
+    """The teacher's forwards run on a cached copy (BN folded, channels_last on the CPU):
+    it follows new teacher weights and dtypes, and a teacher with hooks runs as it is."""
+    distiller = make_distiller("KD", models, spec).train()
+    x = torch.randn(BATCH, 3, 32, 32)
+
+    def plain():
+        with torch.no_grad():
+            return distiller.teacher(x)[0]
+
+    (logits,) = distiller.teacher_logits(x)
+    assert_rel(logits, plain(), 1e-5, "copy")
+    torch.manual_seed(5)
+    distiller.teacher.load_state_dict(build_model("resnet20", "cifar", CLASSES).state_dict())
+    (logits,) = distiller.teacher_logits(x)
+    assert_rel(logits, plain(), 1e-5, "after load_state_dict")
+    distiller.double()
+    x = x.double()
+    (logits,) = distiller.teacher_logits(x)
+    assert logits.dtype == torch.float64
+    assert_rel(logits, plain(), 1e-12, "float64")
+    calls = []
+    distiller.teacher.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0]))
+    distiller.teacher_logits(x, x)
+    assert calls == [2 * BATCH]
 
 
 @pytest.mark.parametrize("method", METHODS)
