@@ -59,6 +59,19 @@ def build_filled(method, filled_pair):
 @pytest.mark.parametrize("method", sorted(CASES))
 def test_feature_distiller_matches_reference(method, filled_pair, teacher_outputs):
     case = CASES[method]
+    if method == "KDSVD":
+        # KDSVD's SVD runs in float32 as in the reference, and LAPACK's float32 result depends
+        # on its thread count (1e-6 relative apart); the golden value was recorded with 2
+        threads = torch.get_num_threads()
+        torch.set_num_threads(2)
+        try:
+            return _check(method, case, filled_pair, teacher_outputs)
+        finally:
+            torch.set_num_threads(threads)
+    _check(method, case, filled_pair, teacher_outputs)
+
+
+def _check(method, case, filled_pair, teacher_outputs):
     distiller = build_filled(method, filled_pair)
     if not distiller.teacher.training:  # reuse the shared teacher forward (saves a second per case)
         distiller.teacher_forward = lambda image: [teacher_outputs]
