@@ -13,7 +13,11 @@ yardstick run and every figure is reported with its time / yardstick time and it
 to ``perf.md``'s reference figure (raw, and for steps normalised by the yardstick:
 reference step/yardstick over ours). A run's time is the median over its steps; figures
 are medians over ``--repeats`` runs (``perf.md``'s yardstick is a mean of 10 iterations;
-the median resists contention from other processes).
+the median resists contention from other processes). On a busy machine two torch threads
+wait for each other at every op; ``--threads 1 --clock cpu`` then gives steadier ratios.
+
+With ``--cfg`` alone the config's own case is timed (its distiller, AMP, channels_last,
+models and batch size), with its method settings.
 """
 
 import argparse

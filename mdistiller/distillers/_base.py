@@ -77,7 +77,8 @@ class Distiller(nn.Module):
         do not trace keep their BNs), in channels_last on the CPU and for channels_last
         inputs (the fastest layout there in every precision; the features follow it). Equal
         to the teacher's forward up to float rounding; the copy is rebuilt when a teacher
-        tensor changes (``load_state_dict``, ``.to()``). A teacher kept in train mode (OFD,
+        tensor changes (``load_state_dict``, ``.to()``, in-place ops; not writes through
+        ``.data``, which bypass version counters). A teacher kept in train mode (OFD,
         whose BN statistics update), one with forward hooks, or float64 inputs (golden-value
         checks, where folding's rounding would show) run the teacher as it is."""
         if x.dtype == torch.float64 or any(m.training or m._forward_hooks or m._forward_pre_hooks

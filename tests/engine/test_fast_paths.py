@@ -36,6 +36,15 @@ def make_cfg(method, amp="none", channels_last=False):
                            "SOLVER.AMP", amp, "SOLVER.CHANNELS_LAST", str(channels_last), "SOLVER.DEVICE", "cpu"])
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models: one thread is as fast, and not slowed down by other processes' load."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def spec():
     return get_dataset(make_cfg("KD"))
@@ -127,7 +136,7 @@ def test_one_teacher_forward_equals_per_view_forwards(method, models, spec, raw_
 
 def test_teacher_copy_follows_the_teacher(models, spec):
     """The teacher's forwards run on a cached copy (BN folded, channels_last on the CPU):
-    it follows new teacher weights and dtypes, and a teacher with hooks runs as it is."""
+    it follows new teacher weights and in-place changes; a teacher with hooks runs as it is."""
     distiller = make_distiller("KD", models, spec).train()
     x = torch.randn(BATCH, 3, 32, 32)
 
@@ -141,11 +150,10 @@ def test_teacher_copy_follows_the_teacher(models, spec):
     distiller.teacher.load_state_dict(build_model("resnet20", "cifar", CLASSES).state_dict())
     (logits,) = distiller.teacher_logits(x)
     assert_rel(logits, plain(), 1e-5, "after load_state_dict")
-    distiller.double()
-    x = x.double()
+    with torch.no_grad():
+        distiller.teacher.bn1.running_var.mul_(4)  # an in-place change of a folded statistic
     (logits,) = distiller.teacher_logits(x)
-    assert logits.dtype == torch.float64
-    assert_rel(logits, plain(), 1e-12, "float64")
+    assert_rel(logits, plain(), 1e-5, "after an in-place change")
     calls = []
     distiller.teacher.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0]))
     distiller.teacher_logits(x, x)
@@ -233,7 +241,6 @@ def test_train_step_does_not_synchronise(method, amp, channels_last, models, spe
         return
     trainer = make_trainer(method, models, spec, amp, channels_last)
     transform = trainer.train_transform
-    trainer.train_step(raw_batch, EPOCH)  # first step: optimizer state is created
     with no_host_reads(monkeypatch) as lifted:
         with pytest.raises(AssertionError, match="host synchronisation"):
             torch.ones(1).item()  # the guard is armed
@@ -243,5 +250,6 @@ def test_train_step_does_not_synchronise(method, amp, channels_last, models, spe
                 return transform(batch)
 
         trainer.train_transform = host_side_transform
-        logits, target, losses, total, finite = trainer.train_step(raw_batch, EPOCH)
+        for _ in range(2):  # the first step also creates the optimizer's state
+            logits, target, losses, total, finite = trainer.train_step(raw_batch, EPOCH)
     assert bool(finite) and torch.isfinite(total) and logits.shape == (BATCH, CLASSES)
