@@ -9,6 +9,7 @@ import argparse
 import os
 import sys
 import time
+import warnings
 
 from ..engine.loggers import read_metrics
 from .common import REPO_ROOT
@@ -27,11 +28,18 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
-def run(name, cfg_file, args, extra):
+def _load_quietly(path, opts=None):
+    """The run's config; its warnings are printed by the training run itself."""
     from ..engine.cfg import load_cfg
 
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return load_cfg(path, opts)
+
+
+def run(name, cfg_file, args, extra):
     cfg_path = os.path.join(CONFIG_DIR, cfg_file)
-    epochs = load_cfg(cfg_path).SOLVER.EPOCHS
+    epochs = _load_quietly(cfg_path).SOLVER.EPOCHS
     opts = ["LOG.PREFIX", args.output, "EXPERIMENT.SEED", str(args.seed),
             "SOLVER.EPOCHS", str(max(1, round(epochs * args.epochs_scale)))] + extra + list(args.opts or [])
     print(f"\n=== {name}: {cfg_file} ===", flush=True)
@@ -39,7 +47,7 @@ def run(name, cfg_file, args, extra):
     code = train_main(["--cfg", cfg_path, "--overwrite"] + opts)
     if code != 0:
         raise SystemExit(f"demo: the {name} run failed (exit {code})")
-    cfg = load_cfg(cfg_path, opts)
+    cfg = _load_quietly(cfg_path, opts)
     run_dir = os.path.join(cfg.LOG.PREFIX, cfg.EXPERIMENT.PROJECT, cfg.EXPERIMENT.NAME or cfg.EXPERIMENT.TAG)
     metrics = read_metrics(run_dir)
     return {"name": name, "run_dir": run_dir, "model": cfg.DISTILLER.STUDENT,
