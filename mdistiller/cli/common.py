@@ -14,8 +14,8 @@ def add_debug_flag(parser):
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
 
 
-def _one_line_warning(message, category, filename, lineno, file=None, line=None):
-    return f"warning: {message}\n"
+def _print_one_line_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"warning: {' '.join(str(message).split())}", file=sys.stderr if file is None else file)
 
 
 class ToolExit(Exception):
@@ -27,21 +27,24 @@ class ToolExit(Exception):
 
 
 @contextlib.contextmanager
-def user_errors(debug=False, result=None):
+def user_errors(debug=False, result=None, quiet=False):
     """Print user errors (MdistillerError) as ``error: <message>`` on stderr, one line,
-    and store exit code 2 in ``result["code"]``; with ``debug`` re-raise with traceback."""
+    and store exit code 2 in ``result["code"]``; with ``debug`` re-raise with traceback.
+
+    Warnings raised inside are printed as ``warning: <message>`` on stderr (or dropped
+    with ``quiet``, e.g. on non-zero ranks); the caller's warning state is restored after."""
     result = {} if result is None else result
-    old = warnings.formatwarning
-    warnings.formatwarning = _one_line_warning
-    try:
-        yield result
-    except MdistillerError as e:
-        if debug:
-            raise
-        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
-        result["code"] = 2
-    finally:
-        warnings.formatwarning = old
+    with warnings.catch_warnings():
+        warnings.showwarning = _print_one_line_warning
+        if quiet:
+            warnings.simplefilter("ignore")
+        try:
+            yield result
+        except MdistillerError as e:
+            if debug:
+                raise
+            print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+            result["code"] = 2
 
 
 def run_tool(body, debug):

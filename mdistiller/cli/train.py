@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import sys
-import warnings
 
 import torch
 
@@ -170,9 +169,8 @@ def train(cfg, args, argv):
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
-    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 alone prints warnings
-        warnings.simplefilter("ignore")
-    with user_errors(args.debug) as result:
+    # under torchrun, rank 0 alone prints warnings
+    with user_errors(args.debug, quiet=os.environ.get("RANK", "0") != "0") as result:
         cfg = load_cfg(args.cfg or None, args.opts)
         result["code"] = train(cfg, args, argv)
     return result.get("code", 0)
