@@ -18,6 +18,9 @@ CONFIG_DIR = os.path.join(REPO_ROOT, "configs")
 CONFIG_FILES = sorted(os.path.relpath(p, CONFIG_DIR)
                       for p in glob.glob(os.path.join(CONFIG_DIR, "**", "*.yaml"), recursive=True))
 LOGIT_METHODS = ("NONE", "KD", "DKD", "MLKD", "SLD")
+FEATURE_METHODS = ("fitnet", "at", "ofd", "rkd", "kdsvd", "crd", "nst", "pkt", "sp", "vid", "reviewkd")
+FEATURE_PAIRS = ("res32x4_res8x4.yaml", "res56_res20.yaml", "wrn40_2_wrn_16_2.yaml", "vgg13_vgg8.yaml")
+FEATURE_FILES = [os.path.join("cifar100", m, p) for m in FEATURE_METHODS for p in FEATURE_PAIRS]
 MODEL_FAMILY = {"cifar100": "cifar", "imagenet": "imagenet"}
 
 
@@ -121,8 +124,10 @@ def test_published_parser_reads_every_section(published):
 # Every file
 # ---------------------------------------------------------------------------------------
 def test_config_tree_is_complete():
-    """The twelve CIFAR-100 pairs of SLD, two ImageNet pairs, bases and vanilla models."""
+    """The twelve CIFAR-100 pairs of SLD, the four reference pairs of every feature method,
+    two ImageNet pairs, bases and vanilla models."""
     assert len([f for f in CONFIG_FILES if f.startswith(os.path.join("cifar100", "sld") + os.sep)]) == 12
+    assert set(FEATURE_FILES) <= set(CONFIG_FILES)
     for rel in ("cifar100/kd.yaml", "cifar100/vanilla.yaml", "cifar100/dkd/res32x4_res8x4.yaml",
                 "imagenet/r34_r18/sld.yaml", "imagenet/r50_mv1/dkd.yaml", "base/cifar100.yaml"):
         assert rel.replace("/", os.sep) in CONFIG_FILES
@@ -200,8 +205,34 @@ def test_runs_have_distinct_folders():
         seen[key] = rel
 
 
+@pytest.mark.parametrize("rel", FEATURE_FILES)
+def test_feature_config_builds_its_pair_and_trains_a_step(rel):
+    """The file's method serves its pair as configured (channels, sizes, dims): the
+    distiller builds on the real zoo models and a training step gives finite losses."""
+    import torch
+
+    from mdistiller.distillers import DISTILLERS
+    from mdistiller.models import cifar_model_dict
+
+    cfg = load(rel)
+    torch.manual_seed(0)
+    student, teacher = (cifar_model_dict[n][0](num_classes=100) for n in (cfg.DISTILLER.STUDENT, cfg.DISTILLER.TEACHER))
+    targets = torch.arange(40) % 100
+    kwargs = {"num_data": len(targets), "train_targets": targets.tolist()} if cfg.DISTILLER.TYPE == "CRD" else {}
+    distiller = DISTILLERS[cfg.DISTILLER.TYPE](student, teacher, cfg, **kwargs).train()
+    index = torch.tensor([3, 17])
+    batch = distiller.prepare_batch({"image": torch.randn(2, 3, 32, 32), "target": targets[index], "index": index})
+    _, terms = distiller(**batch, epoch=cfg.SOLVER.EPOCHS)
+    assert sorted(terms) == ["loss_ce", "loss_kd"]
+    sum(terms.values()).backward()
+    assert all(torch.isfinite(t) for t in terms.values())
+    assert all(p.grad is not None for p in distiller.student.parameters() if p.requires_grad)
+
+
 def test_mdistiller_paths_point_to_the_same_runs():
     assert not diff_cfg(load("cifar100/kd.yaml"), load("cifar100/kd/res32x4_res8x4.yaml"))
+    for m in FEATURE_METHODS:
+        assert not diff_cfg(load(f"cifar100/{m}.yaml"), load(f"cifar100/{m}/res32x4_res8x4.yaml"))
     assert not diff_cfg(load("cifar100/vanilla.yaml"), load("cifar100/vanilla/resnet8x4.yaml"))
 
 
@@ -237,7 +268,7 @@ def test_readme_tables_match_the_files():
         listed.add(rel)
         top1 = load(rel).EXPERIMENT.PUBLISHED_TOP1
         assert top1 == (-1.0 if cell == "✓" else float(cell)), f"README figure for {path}"
-    methods = ("kd", "dkd", "mlkd", "sld", "vanilla")
+    methods = ("kd", "dkd", "mlkd", "sld", "vanilla") + FEATURE_METHODS
     ours = {f for f in CONFIG_FILES
             if f.split(os.sep)[:2] in [["cifar100", m] for m in methods]
             or (f.startswith("imagenet") and os.path.basename(f)[:-5] in methods)}
