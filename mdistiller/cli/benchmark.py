@@ -21,7 +21,6 @@ models and batch size), with its method settings.
 """
 
 import argparse
-import ctypes
 import json
 import statistics
 import time
@@ -36,6 +35,7 @@ from ..engine.build import build_distiller, num_views
 from ..engine.cfg import load_cfg
 from ..engine.dist import DistContext, resolve_device
 from ..engine.trainer import Trainer
+from ..engine.utils import host_memory_retained
 from ..models import build_model
 from .common import add_debug_flag, run_tool
 
@@ -92,8 +92,8 @@ def parse_args(argv):
                    help="wall time, or process CPU time (use with --threads 1 on a busy machine; "
                         "the pipeline is always wall time)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--retain-host-memory", action="store_true",
-                   help="glibc malloc keeps freed memory (see retain_host_memory); training does not do this yet")
+    p.add_argument("--no-retain-host-memory", dest="retain_host_memory", action="store_false",
+                   help="time with SOLVER.RETAIN_HOST_MEMORY False (glibc malloc returns freed memory)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--skip-pipeline", action="store_true", help="do not time the input pipeline")
     p.add_argument("--skip-step", action="store_true", help="do not time training steps nor the loss")
@@ -129,22 +129,6 @@ def resolve_setup(args):
 # ---------------------------------------------------------------------------------------
 # timing
 # ---------------------------------------------------------------------------------------
-def retain_host_memory():
-    """Make glibc's malloc serve large blocks from its heap and keep freed memory.
-
-    By default blocks above its mmap threshold (at most 32 MiB, e.g. a float32
-    128x64x32x32 activation) are mapped fresh and unmapped on free, and the heap top is
-    trimmed, so every step page-faults its activations in again (~270k faults, ~10% of an
-    fp32 SLD step here). Returns False where the C library is not glibc.
-    """
-    try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):
-        return False
-    m_trim_threshold, m_mmap_max = -1, -4
-    return bool(mallopt(m_mmap_max, 0)) and bool(mallopt(m_trim_threshold, 2**31 - 1))
-
-
 def synchronize(device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -211,7 +195,8 @@ def case_cfg(args, case):
             "DATASET.TYPE", "synthetic", "DATASET.SYNTHETIC_CLASSES", args.num_classes,
             "DATASET.SYNTHETIC_SIZE", max(args.batch_size, 256), "SOLVER.BATCH_SIZE", args.batch_size,
             "SOLVER.AMP", PRECISIONS[precision], "SOLVER.CHANNELS_LAST", channels_last,
-            "SOLVER.COMPILE", args.compile, "SOLVER.DEVICE", args.device]
+            "SOLVER.COMPILE", args.compile, "SOLVER.DEVICE", args.device,
+            "SOLVER.RETAIN_HOST_MEMORY", args.retain_host_memory]
     return load_cfg(args.cfg or None, [str(o) for o in opts])
 
 
@@ -298,7 +283,6 @@ def benchmark(args):
     """All figures as a JSON-ready dict."""
     resolve_setup(args)
     torch.set_num_threads(args.threads)
-    retained = retain_host_memory() if args.retain_host_memory else False
     device = resolve_device(args.device)
     spec = get_dataset(case_cfg(args, args.cases[0]))
     figures = [] if args.skip_step else step_figures(args, spec, device)
@@ -309,7 +293,7 @@ def benchmark(args):
     return {"setup": {"teacher": args.teacher, "student": args.student, "batch_size": args.batch_size,
                       "device": str(device), "threads": args.threads, "clock": args.clock, "torch": torch.__version__,
                       "steps": args.steps, "warmup": args.warmup, "repeats": args.repeats,
-                      "retain_host_memory": retained},
+                      "retain_host_memory": host_memory_retained()},
             "yardstick_ms": statistics.median(yard), "figures": figures}
 
 

@@ -19,7 +19,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from ..dataset.loader import set_epoch
 from ..utils.errors import ConfigError, NonFiniteLossError
 from .checkpoint import save_checkpoint
-from .utils import derive_seed, rng_state, seed_everything, set_rng_state, topk_correct
+from .utils import derive_seed, retain_host_memory, rng_state, seed_everything, set_rng_state, topk_correct
 
 try:
     from tqdm.auto import tqdm
@@ -93,6 +93,8 @@ class Trainer:
         self.generator = generator
         self.amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.SOLVER.AMP]
         self.memory_format = torch.channels_last if cfg.SOLVER.CHANNELS_LAST else torch.contiguous_format
+        if cfg.SOLVER.RETAIN_HOST_MEMORY and self.device.type == "cpu":
+            retain_host_memory()
         self.model = distiller
         if ctx.distributed:
             teacher_names = [n for n, _ in distiller.named_parameters() if n.startswith("teacher.")]
