@@ -256,7 +256,10 @@ def _set(cfg, dotted, value):
 
 
 def translate_legacy_keys(cfg, explicit):
-    """Move KD.* settings of a reference SLD/MLKD file into the method's node, with a warning."""
+    """Move KD.* settings of a reference SLD/MLKD file into the method's node, with a warning.
+
+    A file that also sets the method's own key (a run's saved config.yaml sets every key)
+    keeps it; its KD.* value only counts, and must then agree, where it is not the default."""
     table = LEGACY_KD_KEYS.get(cfg.DISTILLER.TYPE)
     if not table:
         return
@@ -264,6 +267,9 @@ def translate_legacy_keys(cfg, explicit):
         if old not in explicit:
             continue
         value = get_key(cfg, old)
+        own = new[:-3] if new and new.endswith("[0]") else new
+        if (own is None or own in explicit) and value == get_key(CFG, old):
+            continue
         if new is None:
             warnings.warn(
                 f"{old} = {value} has no effect on {cfg.DISTILLER.TYPE} (the reference ignores it too); "

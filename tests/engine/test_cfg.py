@@ -144,6 +144,20 @@ def test_conflicting_legacy_and_new_keys():
         load_cfg(None, ["DISTILLER.TYPE", "SLD", "KD.LOSS.CE_WEIGHT", "1.0", "SLD.CE_WEIGHT", "0.5"])
 
 
+@pytest.mark.parametrize("method", ["SLD", "MLKD"])
+def test_saved_full_config_reloads_silently_and_unchanged(tmp_path, method):
+    """A run's config.yaml (every key, KD.* at their defaults) is not a reference file."""
+    node = method + "."
+    cfg = load_cfg(None, ["DISTILLER.TYPE", method, node + "CE_WEIGHT", "0.5", node + "KD_WEIGHT", "2.0",
+                          node + "TEMPERATURES", "[3.0, 5.0]", "SOLVER.EPOCHS", "400"])
+    path = tmp_path / "config.yaml"
+    path.write_text(cfg.dump())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        again = load_cfg(str(path))
+    assert again == cfg
+
+
 # ---------------------------------------------------------------------------------------
 # Property-based: random overrides are accepted with their value and type, or rejected
 # with the project's ConfigError -- never another exception.
