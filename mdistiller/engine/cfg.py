@@ -267,7 +267,8 @@ def translate_legacy_keys(cfg, explicit):
         if old not in explicit:
             continue
         value = get_key(cfg, old)
-        own = new[:-3] if new and new.endswith("[0]") else new
+        first_only = bool(new) and new.endswith("[0]")  # the old key sets the first of a list
+        own = new[:-3] if first_only else new
         if (own is None or own in explicit) and value == get_key(CFG, old):
             continue
         if new is None:
@@ -278,17 +279,10 @@ def translate_legacy_keys(cfg, explicit):
                 stacklevel=3,
             )
             continue
-        if new.endswith("[0]"):
-            key = new[:-3]
-            temps = list(get_key(cfg, key))
-            if key in explicit and temps[0] != value:
-                raise ConfigError(f"both {old} and {key} are set and disagree; keep only {key}")
-            temps[0] = float(value)
-            _set(cfg, key, temps)
-        else:
-            if new in explicit and get_key(cfg, new) != value:
-                raise ConfigError(f"both {old} and {new} are set and disagree; keep only {new}")
-            _set(cfg, new, value)
+        current = get_key(cfg, own)
+        if own in explicit and (current[0] if first_only else current) != value:
+            raise ConfigError(f"both {old} and {own} are set and disagree; keep only {own}")
+        _set(cfg, own, [float(value), *current[1:]] if first_only else value)
         warnings.warn(
             f"{old} = {value} is a reference-repo key for {cfg.DISTILLER.TYPE}; using it as {new} "
             f"(write {new} in new config files)",
