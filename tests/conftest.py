@@ -1,5 +1,6 @@
 """Shared test helpers: reference data loading and the reference's deterministic fill."""
 
+import contextlib
 import gzip
 import json
 import math
@@ -62,13 +63,22 @@ def probe_input(batch=2, dtype=torch.float64):
     return torch.sin(0.01 * torch.arange(n, dtype=dtype)).reshape(batch, 3, 32, 32)
 
 
+@contextlib.contextmanager
+def torch_threads(n):
+    """Run the block with ``n`` intra-op torch threads, then restore the previous count."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def one_thread():
     """Tiny tensors: intra-op threads only add overhead (seconds on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture

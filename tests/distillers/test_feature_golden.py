@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 import torch.nn as nn
-from tests.conftest import deterministic_fill, load_reference, probe_input
+from tests.conftest import deterministic_fill, load_reference, probe_input, torch_threads
 
 from mdistiller.distillers import DISTILLERS
 from mdistiller.engine.cfg import get_default_cfg, overrides_to_dict, merge_dict
@@ -62,12 +62,8 @@ def test_feature_distiller_matches_reference(method, filled_pair, teacher_output
     if method == "KDSVD":
         # KDSVD's SVD runs in float32 as in the reference, and LAPACK's float32 result depends
         # on its thread count (1e-6 relative apart); the golden value was recorded with 2
-        threads = torch.get_num_threads()
-        torch.set_num_threads(2)
-        try:
+        with torch_threads(2):
             return _check(method, case, filled_pair, teacher_outputs)
-        finally:
-            torch.set_num_threads(threads)
     _check(method, case, filled_pair, teacher_outputs)
 
 

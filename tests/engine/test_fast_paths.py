@@ -24,6 +24,7 @@ from mdistiller.engine.cfg import load_cfg
 from mdistiller.engine.dist import DistContext
 from mdistiller.engine.trainer import Trainer
 from mdistiller.models import build_model
+from tests.conftest import torch_threads
 
 METHODS = ["SLD", "MLKD", "KD", "DKD"]
 BATCH, CLASSES, EPOCH = 8, 10, 240  # late epoch: SLD's student swap and DKD's full weight are on
@@ -37,12 +38,10 @@ def make_cfg(method, amp="none", channels_last=False):
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread():
+def one_thread_module():
     """Tiny models: one thread is as fast, and not slowed down by other processes' load."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")
