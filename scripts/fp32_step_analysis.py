@@ -1,0 +1,86 @@
+"""Where the SLD fp32 training step's time goes (issue #5's analysis), on this machine.
+
+Prints (1) the convolution multiply-accumulates per image of the teacher and the student,
+counted with forward hooks, and the step's convolution GFLOP; (2) the share of the
+benchmark's real SLD fp32 step (resnet32x4 -> resnet8x4, batch 64, two views) spent in
+oneDNN convolutions, from torch.profiler; (3) the teacher's forward over both views
+(batch 128, BN folded, channels_last, as the trainer runs it) eager and with
+torch.compile (inductor, freezing). Run from the repo root, with nothing else running:
+
+    python3 scripts/fp32_step_analysis.py
+"""
+import os
+import statistics
+import sys
+import time
+
+import torch
+from torch.fx.experimental.optimization import fuse
+from torch.profiler import ProfilerActivity, profile
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from mdistiller.cli import benchmark as B  # noqa: E402
+from mdistiller.dataset import get_dataset  # noqa: E402
+from mdistiller.models import cifar_model_dict  # noqa: E402
+
+torch.set_num_threads(2)
+
+
+def conv_macs(name):
+    model, macs = cifar_model_dict[name][0](num_classes=100).eval(), [0]
+
+    def hook(mod, inp, out):
+        macs[0] += out[0].numel() * mod.in_channels // mod.groups * mod.kernel_size[0] * mod.kernel_size[1]
+
+    for mod in model.modules():
+        if isinstance(mod, torch.nn.Conv2d):
+            mod.register_forward_hook(hook)
+    with torch.no_grad():
+        model(torch.randn(1, 3, 32, 32))
+    return macs[0]
+
+
+def median_ms(fn, x, n=6):
+    fn(x)
+    times = []
+    for _ in range(n):
+        start = time.perf_counter()
+        fn(x)
+        times.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(times)
+
+
+t_macs, s_macs = conv_macs("resnet32x4"), conv_macs("resnet8x4")
+t_gflop, s_gflop = 2 * t_macs * 128 / 1e9, 2 * s_macs * 128 * 3 / 1e9
+print(f"conv GMAC/image: teacher resnet32x4 {t_macs / 1e9:.3f}, student resnet8x4 {s_macs / 1e9:.3f}")
+print(f"conv GFLOP per step (batch 64, 2 views): teacher forward {t_gflop:.0f}, "
+      f"student forward+backward {s_gflop:.0f}, total {t_gflop + s_gflop:.0f}")
+
+args = B.resolve_setup(B.parse_args([]))
+cfg = B.case_cfg(args, ("SLD", "fp32", False))
+trainer, batch = B.build_case(cfg, get_dataset(cfg), torch.device("cpu"))
+trainer.distiller.train()
+for _ in range(3):
+    trainer.train_step(batch, cfg.SOLVER.EPOCHS)
+with profile(activities=[ProfilerActivity.CPU]) as prof:
+    for _ in range(2):
+        trainer.train_step(batch, cfg.SOLVER.EPOCHS)
+events = {e.key: e.self_cpu_time_total for e in prof.key_averages()}
+total = sum(events.values())
+for key in ("aten::mkldnn_convolution", "aten::convolution_backward"):
+    print(f"{key}: {100 * events.get(key, 0) / total:.0f}% of the SLD fp32 step's CPU time")
+del trainer, batch
+
+teacher = cifar_model_dict["resnet32x4"][0](num_classes=100).eval()
+folded = fuse(teacher).to(memory_format=torch.channels_last)
+x = torch.randn(128, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+with torch.inference_mode():
+    print(f"teacher forward, batch 128, BN folded, channels_last, eager: {median_ms(folded, x):.0f} ms")
+    import torch._inductor.config as inductor_config
+
+    inductor_config.freezing = True
+    start = time.perf_counter()
+    compiled = torch.compile(folded)
+    compiled(x)
+    print(f"the same with torch.compile (inductor, freezing): {median_ms(compiled, x):.0f} ms "
+          f"(compiled in {time.perf_counter() - start:.0f} s)")
