@@ -5,7 +5,7 @@ counted with forward hooks, and the step's convolution GFLOP; (2) the share of t
 benchmark's real SLD fp32 step (resnet32x4 -> resnet8x4, batch 64, two views) spent in
 oneDNN convolutions, from torch.profiler; (3) the teacher's forward over both views
 (batch 128, BN folded, channels_last, as the trainer runs it) eager and with
-torch.compile (inductor, freezing). Run from the repo root, with nothing else running:
+torch.compile (inductor, freezing: as SOLVER.COMPILE runs it). Run from the repo root, with nothing else running:
 
     python3 scripts/fp32_step_analysis.py
 """
@@ -21,9 +21,11 @@ from torch.profiler import ProfilerActivity, profile
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from mdistiller.cli import benchmark as B  # noqa: E402
 from mdistiller.dataset import get_dataset  # noqa: E402
+from mdistiller.engine.utils import retain_host_memory  # noqa: E402
 from mdistiller.models import cifar_model_dict  # noqa: E402
 
 torch.set_num_threads(2)
+retain_host_memory()  # as the trainer and the benchmark on the CPU (SOLVER.RETAIN_HOST_MEMORY)
 
 
 def conv_macs(name):
@@ -57,7 +59,7 @@ print(f"conv GFLOP per step (batch 64, 2 views): teacher forward {t_gflop:.0f}, 
       f"student forward+backward {s_gflop:.0f}, total {t_gflop + s_gflop:.0f}")
 
 args = B.resolve_setup(B.parse_args([]))
-cfg = B.case_cfg(args, ("SLD", "fp32", False))
+cfg = B.case_cfg(args, ("SLD", "fp32", False, False))
 trainer, batch = B.build_case(cfg, get_dataset(cfg), torch.device("cpu"))
 trainer.distiller.train()
 for _ in range(3):

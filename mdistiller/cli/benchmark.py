@@ -2,8 +2,8 @@
 
 Times the real training step (:meth:`Trainer.train_step`: device-side views, distiller
 forward under autocast, losses, backward, fused SGD) on a fixed random uint8 batch with
-random teacher weights, for a matrix of cases (default: SLD fp32, SLD bf16 +
-channels_last, MLKD fp32, KD fp32); the SLD loss alone (forward and backward on the
+random teacher weights, for a matrix of cases (default: SLD fp32, SLD fp32 + channels_last
++ SOLVER.COMPILE, SLD bf16 + channels_last, MLKD fp32, KD fp32); the SLD loss alone (forward and backward on the
 step's logits); the input pipeline on one core (:func:`mdistiller.dataset.bench.time_pipeline`);
 and the yardstick of ``perf.md`` (four ``Conv2d(64, 64, 3, padding=1)`` + ReLU layers on
 ``randn(32, 64, 32, 32)``, one SGD step).
@@ -31,7 +31,7 @@ import torch.nn as nn
 from ..dataset import get_dataset
 from ..dataset.augment import build_batch_transform
 from ..dataset.bench import time_pipeline
-from ..engine.build import build_distiller, num_views
+from ..engine.build import build_distiller, num_views, place_distiller
 from ..engine.cfg import load_cfg
 from ..engine.dist import DistContext, resolve_device
 from ..engine.trainer import Trainer
@@ -40,7 +40,7 @@ from ..models import build_model
 from .common import add_debug_flag, run_tool
 
 PRECISIONS = {"fp32": "none", "bf16": "bf16", "fp16": "fp16"}
-DEFAULT_MATRIX = "SLD/fp32,SLD/bf16+cl,MLKD/fp32,KD/fp32"
+DEFAULT_MATRIX = "SLD/fp32,SLD/fp32+cl+compile,SLD/bf16+cl,MLKD/fp32,KD/fp32"
 #: perf.md: teacher, student and batch size of the reference steps
 REFERENCE_SETUP = ("resnet32x4", "resnet8x4", 64)
 #: perf.md's fp32 steps: distiller -> (samples/s, step / yardstick)
@@ -50,21 +50,23 @@ REFERENCE_PIPELINE = {1: 6012.0, 2: 1888.0}
 #: --clock: wall time, or this process's CPU time (with --threads 1, robust to other processes)
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 #: this project's goals on the reference machine kind (the loss's is a share of the step)
-TARGETS = {"SLD/fp32": 1.15, "SLD/bf16+cl": 3.0, "pipeline/2": 3.0, "loss": 0.02}
+TARGETS = {"SLD/fp32": 1.15, "SLD/fp32+cl+compile": 1.15, "SLD/bf16+cl": 3.0, "pipeline/2": 3.0, "loss": 0.02}
 
 
 def parse_case(text):
-    """``"SLD/bf16+cl"`` -> ``("SLD", "bf16", True)``."""
+    """``"SLD/bf16+cl"`` -> ``("SLD", "bf16", True, False)``: distiller, precision,
+    channels_last, compiled (``+compile``: SOLVER.COMPILE)."""
     name, _, rest = text.strip().partition("/")
-    precision, _, flag = (rest or "fp32").partition("+")
-    if not name or precision not in PRECISIONS or flag not in ("", "cl"):
-        raise argparse.ArgumentTypeError(f"bad case '{text}': write DISTILLER/PRECISION[+cl], e.g. SLD/bf16+cl")
-    return name, precision, flag == "cl"
+    precision, *flags = (rest or "fp32").split("+")
+    if not name or precision not in PRECISIONS or not set(flags) <= {"cl", "compile"} or len(set(flags)) < len(flags):
+        raise argparse.ArgumentTypeError(f"bad case '{text}': write DISTILLER/PRECISION[+cl][+compile], "
+                                         "e.g. SLD/bf16+cl")
+    return name, precision, "cl" in flags, "compile" in flags
 
 
 def case_name(case):
-    name, precision, channels_last = case
-    return f"{name}/{precision}{'+cl' if channels_last else ''}"
+    name, precision, channels_last, compiled = case
+    return f"{name}/{precision}{'+cl' if channels_last else ''}{'+compile' if compiled else ''}"
 
 
 def parse_args(argv):
@@ -79,9 +81,9 @@ def parse_args(argv):
     p.add_argument("--distiller", default=None, help="time this distiller only (instead of --matrix)")
     p.add_argument("--precision", choices=list(PRECISIONS), default="fp32", help="with --distiller")
     p.add_argument("--channels-last", action="store_true", help="with --distiller: channels_last")
-    p.add_argument("--matrix", default=None, help="comma-separated DISTILLER/PRECISION[+cl] cases "
+    p.add_argument("--matrix", default=None, help="comma-separated DISTILLER/PRECISION[+cl][+compile] cases "
                                                   f"(default: {DEFAULT_MATRIX}, or the --cfg's case)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the student")
+    p.add_argument("--compile", action="store_true", help="every case with SOLVER.COMPILE (torch.compile the student and the teacher)")
     p.add_argument("--steps", type=int, default=6, help="timed steps per run")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps before each run")
     p.add_argument("--repeats", type=int, default=3, help="runs per figure (the median is reported)")
@@ -99,7 +101,7 @@ def parse_args(argv):
     p.add_argument("--skip-step", action="store_true", help="do not time training steps nor the loss")
     add_debug_flag(p)
     args = p.parse_args(argv)
-    matrix = case_name((args.distiller, args.precision, args.channels_last)) if args.distiller else args.matrix
+    matrix = case_name((args.distiller, args.precision, args.channels_last, False)) if args.distiller else args.matrix
     try:
         args.cases = [parse_case(t) for t in (matrix or "").split(",") if t.strip()] or None
     except argparse.ArgumentTypeError as e:
@@ -117,12 +119,14 @@ def resolve_setup(args):
         cfg = load_cfg(args.cfg)
         precision = next(k for k, v in PRECISIONS.items() if v == cfg.SOLVER.AMP)
         defaults = (cfg.DISTILLER.TEACHER, cfg.DISTILLER.STUDENT, cfg.SOLVER.BATCH_SIZE,
-                    [(cfg.DISTILLER.TYPE, precision, cfg.SOLVER.CHANNELS_LAST)])
+                    [(cfg.DISTILLER.TYPE, precision, cfg.SOLVER.CHANNELS_LAST, cfg.SOLVER.COMPILE)])
     else:
         defaults = (*REFERENCE_SETUP, [parse_case(t) for t in DEFAULT_MATRIX.split(",")])
     for name, value in zip(("teacher", "student", "batch_size", "cases"), defaults):
         if getattr(args, name) is None:
             setattr(args, name, value)
+    if args.compile:
+        args.cases = [(*case[:3], True) for case in args.cases]
     return args
 
 
@@ -190,12 +194,12 @@ def record(kind, name, pairs, unit, value, reference=None, **extra):
 # the figures
 # ---------------------------------------------------------------------------------------
 def case_cfg(args, case):
-    name, precision, channels_last = case
+    name, precision, channels_last, compiled = case
     opts = ["DISTILLER.TYPE", name, "DISTILLER.TEACHER", args.teacher, "DISTILLER.STUDENT", args.student,
             "DATASET.TYPE", "synthetic", "DATASET.SYNTHETIC_CLASSES", args.num_classes,
             "DATASET.SYNTHETIC_SIZE", max(args.batch_size, 256), "SOLVER.BATCH_SIZE", args.batch_size,
             "SOLVER.AMP", PRECISIONS[precision], "SOLVER.CHANNELS_LAST", channels_last,
-            "SOLVER.COMPILE", args.compile, "SOLVER.DEVICE", args.device,
+            "SOLVER.COMPILE", compiled, "SOLVER.DEVICE", args.device,
             "SOLVER.RETAIN_HOST_MEMORY", args.retain_host_memory]
     return load_cfg(args.cfg or None, [str(o) for o in opts])
 
@@ -206,11 +210,7 @@ def build_case(cfg, spec, device, seed=0):
     torch.manual_seed(seed)
     teacher = build_model(cfg.DISTILLER.TEACHER, "cifar", spec.num_classes)
     student = build_model(cfg.DISTILLER.STUDENT, "cifar", spec.num_classes)
-    distiller = build_distiller(cfg, student, teacher, spec).to(device)
-    if cfg.SOLVER.CHANNELS_LAST:
-        distiller.to(memory_format=torch.channels_last)
-    if cfg.SOLVER.COMPILE:
-        distiller.student.compile()
+    distiller = place_distiller(cfg, build_distiller(cfg, student, teacher, spec), device)
     generator = torch.Generator().manual_seed(seed)  # the views' random parameters are drawn on the host
     transforms = (build_batch_transform(spec, num_views(cfg), train=True, device=device, generator=generator),
                   build_batch_transform(spec, 1, train=False, device=device))

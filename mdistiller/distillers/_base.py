@@ -24,6 +24,8 @@ class Distiller(nn.Module):
 
     #: how many augmented views of each image the method trains on (1 or 2)
     num_views = 1
+    #: ``torch.compile`` the cached teacher copy of :meth:`_run_teacher` (SOLVER.COMPILE sets it)
+    compile_teacher = False
 
     def __init__(self, student, teacher=None):
         super().__init__()
@@ -78,7 +80,9 @@ class Distiller(nn.Module):
         inputs (the fastest layout there in every precision; the features follow it). Equal
         to the teacher's forward up to float rounding; the copy is rebuilt when a teacher
         tensor changes (``load_state_dict``, ``.to()``, in-place ops; not writes through
-        ``.data``, which bypass version counters). A teacher kept in train mode (OFD,
+        ``.data``, which bypass version counters). With :attr:`compile_teacher` the copy is
+        compiled by ``torch.compile`` with inductor's freezing (the weights become constants
+        of the inference graph; its first call compiles). A teacher kept in train mode (OFD,
         whose BN statistics update), one with forward hooks, or float64 inputs (golden-value
         checks, where folding's rounding would show) run the teacher as it is."""
         if x.dtype == torch.float64 or any(m.training or m._forward_hooks or m._forward_pre_hooks
@@ -86,15 +90,23 @@ class Distiller(nn.Module):
             return self.teacher(x)  # float64 (exactness checks), train-mode or hooked teachers run as they are
         channels_last = x.dim() == 4 and (x.device.type == "cpu" or x.is_contiguous(memory_format=torch.channels_last))
         tensors = itertools.chain(self.teacher.parameters(), self.teacher.buffers())
-        key = (channels_last, tuple((t.data_ptr(), t._version) for t in tensors))
+        key = (channels_last, self.compile_teacher, tuple((t.data_ptr(), t._version) for t in tensors))
         cache = self.__dict__.setdefault("_teacher_cache", {})
         if cache.get("key") != key:
             try:
                 model = fold_batch_norms(self.teacher)
             except Exception:  # control flow fx cannot trace: keep the BNs
                 model = copy.deepcopy(self.teacher)
-            cache.update(key=key, model=model.to(memory_format=torch.channels_last) if channels_last else model)
-        return cache["model"](x.contiguous(memory_format=torch.channels_last) if channels_last else x)
+            if channels_last:
+                model = model.to(memory_format=torch.channels_last)
+            cache.update(key=key, model=torch.compile(model) if self.compile_teacher else model)
+        x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+        if not self.compile_teacher:
+            return cache["model"](x)
+        import torch._inductor.config as inductor_config
+
+        with inductor_config.patch(freezing=True):  # read when a call (re)compiles; not a torch.compile option
+            return cache["model"](x)
 
     def teacher_logits(self, *images):
         """Teacher logits (float32 or better) for each image batch, one forward for all."""

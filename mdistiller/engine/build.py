@@ -64,11 +64,39 @@ def build_distiller(cfg, student, teacher, spec):
     return cls(student, teacher, cfg)
 
 
+def place_distiller(cfg, distiller, device):
+    """Move ``distiller`` to ``device``, in channels_last if SOLVER.CHANNELS_LAST; under
+    SOLVER.COMPILE, ``torch.compile`` the student and the teacher's cached inference copy
+    (:meth:`Distiller._run_teacher`). Returns ``distiller``."""
+    distiller.to(device)
+    if cfg.SOLVER.CHANNELS_LAST:
+        distiller.to(memory_format=torch.channels_last)
+    if cfg.SOLVER.COMPILE:
+        if device.type == "cpu":
+            check_cpp_compiler()
+        distiller.student.compile()
+        distiller.compile_teacher = True
+    return distiller
+
+
+def check_cpp_compiler():
+    """Inductor builds C++ kernels for the CPU: fail before training when it has no compiler."""
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+        from torch._inductor.exc import InvalidCxxCompiler
+    except ImportError:  # another torch layout: let torch.compile report it
+        return
+    try:
+        get_cpp_compiler()
+    except InvalidCxxCompiler:
+        raise ConfigError("SOLVER.COMPILE on the CPU needs a C++ compiler for inductor: install g++ "
+                          "(or set CXX), or set SOLVER.COMPILE False") from None
+
+
 def build_run(cfg, ctx, seed=0):
     """Return ``(spec, distiller, (train_loader, val_loader), (train_tf, val_tf), generator)``.
 
-    The distiller is on ``ctx.device`` (channels_last if configured, student compiled if
-    SOLVER.COMPILE). Raises the project's errors for unknown names and bad files.
+    The distiller is placed by :func:`place_distiller`. Raises the project's errors for unknown names and bad files.
     """
     for name in [cfg.DISTILLER.TYPE] + list(cfg.DISTILLER.EXTRA):
         distiller_class(name)  # unknown names fail before any data is read
@@ -81,12 +109,7 @@ def build_run(cfg, ctx, seed=0):
         if ctx.device.type != "cuda":
             raise ConfigError("SOLVER.SYNC_BN needs CUDA (PyTorch's SyncBatchNorm is CUDA-only); set SOLVER.SYNC_BN False on CPU")
         student = torch.nn.SyncBatchNorm.convert_sync_batchnorm(student)
-    distiller = build_distiller(cfg, student, teacher, spec)
-    distiller.to(ctx.device)
-    if cfg.SOLVER.CHANNELS_LAST:
-        distiller.to(memory_format=torch.channels_last)
-    if cfg.SOLVER.COMPILE:
-        distiller.student.compile()
+    distiller = place_distiller(cfg, build_distiller(cfg, student, teacher, spec), ctx.device)
     views = num_views(cfg)
     loaders = build_loaders(cfg, spec, views, rank=ctx.rank, world_size=ctx.world_size, seed=seed)
     generator = torch.Generator()  # augmentation parameters are drawn on the CPU

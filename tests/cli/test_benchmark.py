@@ -53,7 +53,11 @@ def test_bad_case_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as e:
         main(TINY + ["--matrix", "SLD/fp8"])
     assert e.value.code == 2 and "DISTILLER/PRECISION" in capsys.readouterr().err
-    assert parse_case("MLKD/bf16+cl") == ("MLKD", "bf16", True) and parse_case("KD") == ("KD", "fp32", False)
+    assert parse_case("MLKD/bf16+cl") == ("MLKD", "bf16", True, False) and parse_case("KD") == ("KD", "fp32", False, False)
+    assert parse_case("SLD/fp32+compile+cl") == ("SLD", "fp32", True, True)
+    for bad in ("SLD/fp32+cl+cl", "SLD/fp32+fast"):
+        with pytest.raises(SystemExit):
+            main(TINY + ["--matrix", bad])
 
 
 def test_unknown_distiller_is_one_line(capsys):

@@ -7,7 +7,9 @@ classes, batch 8, float32), for SLD, MLKD, KD and DKD:
   one forward per view, and the copy follows the teacher;
 * ``Trainer.train_step`` with channels_last models and inputs equals the contiguous step;
 * under bf16 autocast the losses are float32 and close to the fp32 ones;
-* ``Trainer.train_step`` never synchronises with the host.
+* ``Trainer.train_step`` never synchronises with the host;
+* with SOLVER.COMPILE (``torch.compile`` of the student and of the teacher's copy) the
+  step equals the eager one.
 """
 
 import contextlib
@@ -19,7 +21,7 @@ from torch.utils.data import default_collate
 
 from mdistiller.dataset import get_dataset
 from mdistiller.dataset.augment import build_batch_transform
-from mdistiller.engine.build import build_distiller, num_views
+from mdistiller.engine.build import build_distiller, num_views, place_distiller
 from mdistiller.engine.cfg import load_cfg
 from mdistiller.engine.dist import DistContext
 from mdistiller.engine.trainer import Trainer
@@ -30,8 +32,8 @@ METHODS = ["SLD", "MLKD", "KD", "DKD"]
 BATCH, CLASSES, EPOCH = 8, 10, 240  # late epoch: SLD's student swap and DKD's full weight are on
 
 
-def make_cfg(method, amp="none", channels_last=False):
-    return load_cfg(None, ["DISTILLER.TYPE", method, "DISTILLER.TEACHER", "resnet20", "DISTILLER.STUDENT", "resnet8",
+def make_cfg(method, amp="none", channels_last=False, compile=False):
+    return load_cfg(None, ["SOLVER.COMPILE", str(compile), "DISTILLER.TYPE", method, "DISTILLER.TEACHER", "resnet20", "DISTILLER.STUDENT", "resnet8",
                            "DATASET.TYPE", "synthetic", "DATASET.SYNTHETIC_SIZE", "32",
                            "DATASET.SYNTHETIC_CLASSES", str(CLASSES), "SOLVER.BATCH_SIZE", str(BATCH),
                            "SOLVER.AMP", amp, "SOLVER.CHANNELS_LAST", str(channels_last), "SOLVER.DEVICE", "cpu"])
@@ -75,11 +77,9 @@ def make_distiller(method, models, spec, cfg=None):
     return build_distiller(cfg or make_cfg(method), student, teacher, spec)
 
 
-def make_trainer(method, models, spec, amp="none", channels_last=False, device="cpu"):
-    cfg = make_cfg(method, amp, channels_last)
-    distiller = make_distiller(method, models, spec, cfg).to(device)
-    if channels_last:
-        distiller.to(memory_format=torch.channels_last)
+def make_trainer(method, models, spec, amp="none", channels_last=False, device="cpu", compile=False):
+    cfg = make_cfg(method, amp, channels_last, compile)
+    distiller = place_distiller(cfg, make_distiller(method, models, spec, cfg), torch.device(device))
     g = torch.Generator().manual_seed(0)  # the views' random parameters are drawn on the host
     transforms = (build_batch_transform(spec, num_views(cfg), train=True, device=device, generator=g),
                   build_batch_transform(spec, 1, train=False, device=device))
@@ -252,3 +252,37 @@ def test_train_step_does_not_synchronise(method, amp, channels_last, models, spe
         for _ in range(2):  # the first step also creates the optimizer's state
             logits, target, losses, total, finite = trainer.train_step(raw_batch, EPOCH)
     assert bool(finite) and torch.isfinite(total) and logits.shape == (BATCH, CLASSES)
+
+
+def test_compiled_step_equals_eager_step(models, spec, raw_batch):
+    """(e) SOLVER.COMPILE: the student and the teacher's cached copy are ``torch.compile``d
+    (inductor; the teacher's with freezing) and two SLD steps give the eager steps' losses
+    (1e-5 relative) and student weights (1e-4 relative, 1e-5 absolute). One method:
+    compiling is slow."""
+    eager = make_trainer("SLD", models, spec)
+    compiled = make_trainer("SLD", models, spec, compile=True)
+    for _ in range(2):  # the second step runs on the compiled graphs, with updated weights
+        (losses, total), (losses_c, total_c) = step_losses(eager, raw_batch), step_losses(compiled, raw_batch)
+        assert sorted(losses) == sorted(losses_c)
+        for k in losses:
+            assert_rel(losses_c[k], losses[k], 1e-5, k)
+        assert_rel(total_c, total, 1e-5, "total")
+    assert isinstance(compiled.distiller._teacher_cache["model"], torch._dynamo.eval_frame.OptimizedModule)
+    assert compiled.distiller.student._compiled_call_impl is not None
+    assert not isinstance(eager.distiller._teacher_cache["model"], torch._dynamo.eval_frame.OptimizedModule)
+    for (name, p), q in zip(eager.distiller.student.named_parameters(), compiled.distiller.student.parameters()):
+        # BN biases start at 0, so they are all update: an absolute floor of 1e-5 (the two
+        # updates' sizes are ~1e-2; reduction order in their gradients' sums differs)
+        err, scale = (q - p).abs().max().item(), p.abs().max().item()
+        assert err <= 1e-4 * scale + 1e-5, f"{name}: |diff| {err:.3g} > 1e-4 x {scale:.3g} + 1e-5"
+
+
+def test_compile_without_cpp_compiler_is_a_config_error(models, spec, monkeypatch):
+    """SOLVER.COMPILE on the CPU with no C++ compiler fails at setup, naming the fix."""
+    import torch._inductor.config as inductor_config
+
+    from mdistiller.utils.errors import ConfigError
+
+    monkeypatch.setattr(inductor_config.cpp, "cxx", (None, "no-such-c++-compiler"))
+    with pytest.raises(ConfigError, match="needs a C\\+\\+ compiler.*SOLVER.COMPILE False"):
+        make_trainer("KD", models, spec, compile=True)
