@@ -3,16 +3,18 @@
 Times the real training step (:meth:`Trainer.train_step`: device-side views, distiller
 forward under autocast, losses, backward, fused SGD) on a fixed random uint8 batch with
 random teacher weights, for a matrix of cases (default: SLD fp32, SLD fp32 + channels_last
-+ SOLVER.COMPILE, SLD bf16 + channels_last, MLKD fp32, KD fp32); the SLD loss alone (forward and backward on the
-step's logits); the input pipeline on one core (:func:`mdistiller.dataset.bench.time_pipeline`);
++ SOLVER.COMPILE, SLD bf16 + channels_last, MLKD fp32, KD fp32); the SLD loss alone
+(forward and backward on the step's logits); the input pipeline on one core (:func:`mdistiller.dataset.bench.time_pipeline`);
 and the yardstick of ``perf.md`` (four ``Conv2d(64, 64, 3, padding=1)`` + ReLU layers on
 ``randn(32, 64, 32, 32)``, one SGD step).
 
-Absolute times drift with the machine and its load, so each timing run is preceded by a
-yardstick run and every figure is reported with its time / yardstick time and its ratio
-to ``perf.md``'s reference figure (raw, and for steps normalised by the yardstick:
-reference step/yardstick over ours). A run's time is the median over its steps; figures
-are medians over ``--repeats`` runs (``perf.md``'s yardstick is a mean of 10 iterations;
+Absolute times drift with the machine and its load, so every figure is reported with its
+time / yardstick time and its ratio to ``perf.md``'s reference figure (raw, and for steps
+normalised by the yardstick: reference step/yardstick over ours). For a step, each timed
+step is preceded by a timed yardstick step (so both see the machine of that moment); the
+loss and the pipeline runs are preceded by a yardstick run of ``--yardstick-iters``
+iterations. A run's time is the median over its steps; figures are medians over
+``--repeats`` runs (``perf.md``'s yardstick is a mean of 10 iterations;
 the median resists contention from other processes). On a busy machine two torch threads
 wait for each other at every op; ``--threads 1 --clock cpu`` then gives steadier ratios.
 
@@ -87,7 +89,8 @@ def parse_args(argv):
     p.add_argument("--steps", type=int, default=6, help="timed steps per run")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps before each run")
     p.add_argument("--repeats", type=int, default=3, help="runs per figure (the median is reported)")
-    p.add_argument("--yardstick-iters", type=int, default=10, help="timed yardstick iterations per run")
+    p.add_argument("--yardstick-iters", type=int, default=10,
+                   help="timed yardstick iterations before each loss or pipeline run")
     p.add_argument("--pipeline-seconds", type=float, default=2.0, help="duration of one pipeline run")
     p.add_argument("--threads", type=int, default=2, help="torch threads (perf.md: 2)")
     p.add_argument("--clock", choices=list(CLOCKS), default="wall",
@@ -153,8 +156,9 @@ def time_calls(fn, steps, warmup, device, clock=time.perf_counter):
     return statistics.median(times)
 
 
-def yardstick(device, iters=10, warmup=2, clock=time.perf_counter):
-    """perf.md's yardstick: seconds of one SGD step of four Conv2d(64, 64, 3) + ReLU layers."""
+def yardstick_step(device):
+    """perf.md's yardstick workload: a callable running one SGD step of four
+    Conv2d(64, 64, 3) + ReLU layers on ``randn(32, 64, 32, 32)``."""
     torch.manual_seed(0)
     net = nn.Sequential(*[m for _ in range(4) for m in (nn.Conv2d(64, 64, 3, padding=1), nn.ReLU())]).to(device)
     opt = torch.optim.SGD(net.parameters(), lr=1e-3)
@@ -165,7 +169,26 @@ def yardstick(device, iters=10, warmup=2, clock=time.perf_counter):
         net(x).sum().backward()
         opt.step()
 
-    return time_calls(step, iters, min(warmup, iters), device, clock)
+    return step
+
+
+def yardstick(device, iters=10, warmup=2, clock=time.perf_counter):
+    """perf.md's yardstick: median seconds of its SGD step."""
+    return time_calls(yardstick_step(device), iters, min(warmup, iters), device, clock)
+
+
+def time_interleaved(fn, yard, steps, warmup, device, clock=time.perf_counter):
+    """Medians (seconds) of ``steps`` calls of ``fn`` and of the yardstick step ``yard``
+    timed just before each of them (after an untimed one, so its caches are warm): the
+    pair shares the machine's state of that moment, which a VM's neighbours shift."""
+    for _ in range(warmup):
+        fn()
+    fn_times, yard_times = [], []
+    for _ in range(steps):
+        yard()
+        yard_times.append(time_calls(yard, 1, 0, device, clock))
+        fn_times.append(time_calls(fn, 1, 0, device, clock))
+    return statistics.median(fn_times), statistics.median(yard_times)
 
 
 def paired_runs(args, device, measure):
@@ -251,7 +274,9 @@ def step_figures(args, spec, device):
         step = lambda: trainer.train_step(batch, epoch)  # noqa: E731
         if i == 0:  # the process's first steps grow its heap and caches: warm it up untimed
             time_calls(step, 1, 3 * args.warmup, device)
-        pairs = paired_runs(args, device, lambda: time_calls(step, args.steps, args.warmup, device, CLOCKS[args.clock]))
+        yard = yardstick_step(device)
+        pairs = [time_interleaved(step, yard, args.steps, args.warmup, device, CLOCKS[args.clock])
+                 for _ in range(args.repeats)]
         ref_rate, ref_ratio = REFERENCE_STEPS.get(case[0], (None, None))
         fig = record("step", case_name(case), pairs, "samples/s", lambda t: args.batch_size / t, ref_rate,
                      same_setup=same_setup, target=TARGETS.get(case_name(case)))
