@@ -5,7 +5,9 @@ counted with forward hooks, and the step's convolution GFLOP; (2) the share of t
 benchmark's real SLD fp32 step (resnet32x4 -> resnet8x4, batch 64, two views) spent in
 oneDNN convolutions, from torch.profiler; (3) the teacher's forward over both views
 (batch 128, BN folded, channels_last, as the trainer runs it) eager and with
-torch.compile (inductor, freezing: as SOLVER.COMPILE runs it). Run from the repo root, with nothing else running:
+torch.compile (inductor, freezing), through the distiller's own teacher path, as
+SOLVER.COMPILE runs it, and the convolution ops the compiled one calls. Run from the repo
+root, with nothing else running:
 
     python3 scripts/fp32_step_analysis.py
 """
@@ -15,12 +17,12 @@ import sys
 import time
 
 import torch
-from torch.fx.experimental.optimization import fuse
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from mdistiller.cli import benchmark as B  # noqa: E402
 from mdistiller.dataset import get_dataset  # noqa: E402
+from mdistiller.distillers._base import Distiller  # noqa: E402
 from mdistiller.engine.utils import retain_host_memory  # noqa: E402
 from mdistiller.models import cifar_model_dict  # noqa: E402
 
@@ -74,15 +76,15 @@ for key in ("aten::mkldnn_convolution", "aten::convolution_backward"):
 del trainer, batch
 
 teacher = cifar_model_dict["resnet32x4"][0](num_classes=100).eval()
-folded = fuse(teacher).to(memory_format=torch.channels_last)
-x = torch.randn(128, 3, 32, 32).contiguous(memory_format=torch.channels_last)
-with torch.inference_mode():
-    print(f"teacher forward, batch 128, BN folded, channels_last, eager: {median_ms(folded, x):.0f} ms")
-    import torch._inductor.config as inductor_config
-
-    inductor_config.freezing = True
-    start = time.perf_counter()
-    compiled = torch.compile(folded)
-    compiled(x)
-    print(f"the same with torch.compile (inductor, freezing): {median_ms(compiled, x):.0f} ms "
-          f"(compiled in {time.perf_counter() - start:.0f} s)")
+x = torch.randn(128, 3, 32, 32)
+eager, compiled = Distiller(None, teacher), Distiller(None, teacher)
+compiled.compile_teacher = True  # what SOLVER.COMPILE sets (mdistiller.engine.build.place_distiller)
+print(f"teacher forward, batch 128, BN folded, channels_last, eager: "
+      f"{median_ms(lambda x: eager.teacher_forward(x), x):.0f} ms")
+start = time.perf_counter()
+compiled.teacher_forward(x)
+print(f"the same with SOLVER.COMPILE (torch.compile, inductor freezing): "
+      f"{median_ms(lambda x: compiled.teacher_forward(x), x):.0f} ms (compiled in {time.perf_counter() - start:.0f} s)")
+with profile(activities=[ProfilerActivity.CPU]) as prof:
+    compiled.teacher_forward(x)
+print("its convolution ops:", ", ".join(sorted({e.key for e in prof.key_averages() if "convolution" in e.key})))
