@@ -12,7 +12,6 @@ root, with nothing else running:
     python3 scripts/fp32_step_analysis.py
 """
 import os
-import statistics
 import sys
 import time
 
@@ -44,16 +43,6 @@ def conv_macs(name):
     return macs[0]
 
 
-def median_ms(fn, x, n=6):
-    fn(x)
-    times = []
-    for _ in range(n):
-        start = time.perf_counter()
-        fn(x)
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
-
-
 t_macs, s_macs = conv_macs("resnet32x4"), conv_macs("resnet8x4")
 t_gflop, s_gflop = 2 * t_macs * 128 / 1e9, 2 * s_macs * 128 * 3 / 1e9
 print(f"conv GMAC/image: teacher resnet32x4 {t_macs / 1e9:.3f}, student resnet8x4 {s_macs / 1e9:.3f}")
@@ -79,12 +68,15 @@ teacher = cifar_model_dict["resnet32x4"][0](num_classes=100).eval()
 x = torch.randn(128, 3, 32, 32)
 eager, compiled = Distiller(None, teacher), Distiller(None, teacher)
 compiled.compile_teacher = True  # what SOLVER.COMPILE sets (mdistiller.engine.build.place_distiller)
-print(f"teacher forward, batch 128, BN folded, channels_last, eager: "
-      f"{median_ms(lambda x: eager.teacher_forward(x), x):.0f} ms")
+cpu = torch.device("cpu")
+eager_ms = 1e3 * B.time_calls(lambda: eager.teacher_forward(x), 6, 1, cpu)
+print(f"teacher forward, batch 128, BN folded, channels_last, eager: {eager_ms:.0f} ms")
 start = time.perf_counter()
-compiled.teacher_forward(x)
-print(f"the same with SOLVER.COMPILE (torch.compile, inductor freezing): "
-      f"{median_ms(lambda x: compiled.teacher_forward(x), x):.0f} ms (compiled in {time.perf_counter() - start:.0f} s)")
+compiled.teacher_forward(x)  # compiles
+compile_s = time.perf_counter() - start
+compiled_ms = 1e3 * B.time_calls(lambda: compiled.teacher_forward(x), 6, 1, cpu)
+print(f"the same with SOLVER.COMPILE (torch.compile, inductor freezing): {compiled_ms:.0f} ms "
+      f"(first call, compiling: {compile_s:.0f} s)")
 with profile(activities=[ProfilerActivity.CPU]) as prof:
     compiled.teacher_forward(x)
 print("its convolution ops:", ", ".join(sorted({e.key for e in prof.key_averages() if "convolution" in e.key})))

@@ -4,8 +4,8 @@ Times the real training step (:meth:`Trainer.train_step`: device-side views, dis
 forward under autocast, losses, backward, fused SGD) on a fixed random uint8 batch with
 random teacher weights, for a matrix of cases (default: SLD fp32, SLD fp32 + channels_last
 + SOLVER.COMPILE, SLD bf16 + channels_last, MLKD fp32, KD fp32); the SLD loss alone
-(forward and backward on the step's logits); the input pipeline on one core (:func:`mdistiller.dataset.bench.time_pipeline`);
-and the yardstick of ``perf.md`` (four ``Conv2d(64, 64, 3, padding=1)`` + ReLU layers on
+(forward and backward on the step's logits); the input pipeline on one core
+(:func:`mdistiller.dataset.bench.time_pipeline`); and the yardstick of ``perf.md`` (four ``Conv2d(64, 64, 3, padding=1)`` + ReLU layers on
 ``randn(32, 64, 32, 32)``, one SGD step).
 
 Absolute times drift with the machine and its load, so every figure is reported with its
@@ -85,7 +85,8 @@ def parse_args(argv):
     p.add_argument("--channels-last", action="store_true", help="with --distiller: channels_last")
     p.add_argument("--matrix", default=None, help="comma-separated DISTILLER/PRECISION[+cl][+compile] cases "
                                                   f"(default: {DEFAULT_MATRIX}, or the --cfg's case)")
-    p.add_argument("--compile", action="store_true", help="every case with SOLVER.COMPILE (torch.compile the student and the teacher)")
+    p.add_argument("--compile", action="store_true",
+                   help="every case with SOLVER.COMPILE (torch.compile the student and the teacher)")
     p.add_argument("--steps", type=int, default=6, help="timed steps per run")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps before each run")
     p.add_argument("--repeats", type=int, default=3, help="runs per figure (the median is reported)")

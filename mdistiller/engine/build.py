@@ -96,7 +96,8 @@ def check_cpp_compiler():
 def build_run(cfg, ctx, seed=0):
     """Return ``(spec, distiller, (train_loader, val_loader), (train_tf, val_tf), generator)``.
 
-    The distiller is placed by :func:`place_distiller`. Raises the project's errors for unknown names and bad files.
+    The distiller is placed by :func:`place_distiller`. Raises the project's errors for
+    unknown names and bad files.
     """
     for name in [cfg.DISTILLER.TYPE] + list(cfg.DISTILLER.EXTRA):
         distiller_class(name)  # unknown names fail before any data is read

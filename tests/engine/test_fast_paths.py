@@ -26,6 +26,7 @@ from mdistiller.engine.cfg import load_cfg
 from mdistiller.engine.dist import DistContext
 from mdistiller.engine.trainer import Trainer
 from mdistiller.models import build_model
+from mdistiller.utils.errors import ConfigError
 from tests.conftest import torch_threads
 
 METHODS = ["SLD", "MLKD", "KD", "DKD"]
@@ -33,10 +34,11 @@ BATCH, CLASSES, EPOCH = 8, 10, 240  # late epoch: SLD's student swap and DKD's f
 
 
 def make_cfg(method, amp="none", channels_last=False, compile=False):
-    return load_cfg(None, ["SOLVER.COMPILE", str(compile), "DISTILLER.TYPE", method, "DISTILLER.TEACHER", "resnet20", "DISTILLER.STUDENT", "resnet8",
+    return load_cfg(None, ["DISTILLER.TYPE", method, "DISTILLER.TEACHER", "resnet20", "DISTILLER.STUDENT", "resnet8",
                            "DATASET.TYPE", "synthetic", "DATASET.SYNTHETIC_SIZE", "32",
                            "DATASET.SYNTHETIC_CLASSES", str(CLASSES), "SOLVER.BATCH_SIZE", str(BATCH),
-                           "SOLVER.AMP", amp, "SOLVER.CHANNELS_LAST", str(channels_last), "SOLVER.DEVICE", "cpu"])
+                           "SOLVER.AMP", amp, "SOLVER.CHANNELS_LAST", str(channels_last), "SOLVER.DEVICE", "cpu",
+                           "SOLVER.COMPILE", str(compile)])
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -98,6 +100,15 @@ def assert_rel(actual, expected, rel, what=""):
 def step_losses(trainer, batch):
     _, _, losses, total, _ = trainer.train_step(batch, EPOCH)
     return {k: v.detach() for k, v in losses.items()}, total.detach()
+
+
+def assert_same_step_losses(fast, plain, rel):
+    """Two :func:`step_losses` results have the same terms, each and the total within ``rel``."""
+    (losses_fast, total_fast), (losses, total) = fast, plain
+    assert sorted(losses_fast) == sorted(losses)
+    for k in losses:
+        assert_rel(losses_fast[k], losses[k], rel, k)
+    assert_rel(total_fast, total, rel, "total")
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -165,11 +176,8 @@ def test_channels_last_step_equals_contiguous_step(method, models, spec, raw_bat
     losses (1e-5 relative) and, after the update, its student weights (1e-4 relative)."""
     plain = make_trainer(method, models, spec)
     fast = make_trainer(method, models, spec, channels_last=True)
-    (losses, total), (losses_cl, total_cl) = step_losses(plain, raw_batch), step_losses(fast, raw_batch)
-    assert sorted(losses) == sorted(losses_cl)
-    for k in losses:
-        assert_rel(losses_cl[k], losses[k], 1e-5, k)
-    assert_rel(total_cl, total, 1e-5, "total")
+    expected = step_losses(plain, raw_batch)
+    assert_same_step_losses(step_losses(fast, raw_batch), expected, 1e-5)
     for (name, p), q in zip(plain.distiller.student.named_parameters(), fast.distiller.student.parameters()):
         assert q.is_contiguous(memory_format=torch.channels_last) or q.dim() != 4, name
         assert_rel(q.detach(), p.detach(), 1e-4, name)
@@ -262,11 +270,8 @@ def test_compiled_step_equals_eager_step(models, spec, raw_batch):
     eager = make_trainer("SLD", models, spec)
     compiled = make_trainer("SLD", models, spec, compile=True)
     for _ in range(2):  # the second step runs on the compiled graphs, with updated weights
-        (losses, total), (losses_c, total_c) = step_losses(eager, raw_batch), step_losses(compiled, raw_batch)
-        assert sorted(losses) == sorted(losses_c)
-        for k in losses:
-            assert_rel(losses_c[k], losses[k], 1e-5, k)
-        assert_rel(total_c, total, 1e-5, "total")
+        plain = step_losses(eager, raw_batch)
+        assert_same_step_losses(step_losses(compiled, raw_batch), plain, 1e-5)
     assert isinstance(compiled.distiller._teacher_cache["model"], torch._dynamo.eval_frame.OptimizedModule)
     assert compiled.distiller.student._compiled_call_impl is not None
     assert not isinstance(eager.distiller._teacher_cache["model"], torch._dynamo.eval_frame.OptimizedModule)
@@ -279,9 +284,7 @@ def test_compiled_step_equals_eager_step(models, spec, raw_batch):
 
 def test_compile_without_cpp_compiler_is_a_config_error(models, spec, monkeypatch):
     """SOLVER.COMPILE on the CPU with no C++ compiler fails at setup, naming the fix."""
-    import torch._inductor.config as inductor_config
-
-    from mdistiller.utils.errors import ConfigError
+    import torch._inductor.config as inductor_config  # torch._inductor takes a second to import
 
     monkeypatch.setattr(inductor_config.cpp, "cxx", (None, "no-such-c++-compiler"))
     with pytest.raises(ConfigError, match="needs a C\\+\\+ compiler.*SOLVER.COMPILE False"):
