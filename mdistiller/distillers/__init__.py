@@ -1,19 +1,105 @@
 """Distiller registry. ``distiller_dict[TYPE](student, teacher, cfg)`` builds a distiller.
 
-Register a new method with::
+A method is one file. Put it under ``mdistiller/distillers/`` (every module there whose
+name does not start with ``_`` is imported when the package is, so nothing else needs
+editing) or anywhere else as a plugin (``EXPERIMENT.PLUGINS``), and register it::
 
     @register_distiller("MYKD")
-    class MyKD(Distiller): ...
+    class MyKD(LogitDistiller):
+        cfg_node = "MYKD"
+
+        @staticmethod
+        def defaults(node):
+            node.TEMPERATURE = 4.0  # softmax temperature
+
+Registering adds the method's config node, with its defaults, to
+``mdistiller.engine.cfg.CFG``; the config loader calls its ``check_config`` and applies its
+``legacy_keys``. See :mod:`mdistiller.distillers._base` for the contract and
+``docs/new_method.md`` for a worked example.
 """
 
-from ..utils.registry import Registry
-from ._base import Distiller  # noqa: F401
+import importlib
+import pkgutil
+
+from yacs.config import CfgNode as CN
+
+from ..engine.defaults import CFG
+from ..utils.errors import DuplicateNameError
+from ..utils.registry import Registry, same_definition
+from ._base import Distiller, Need, TrainingSet  # noqa: F401
 
 DISTILLERS = Registry("distiller")
-register_distiller = DISTILLERS.register
 #: mdistiller's name for the registry (read-only mapping TYPE -> class)
 distiller_dict = DISTILLERS
+# config node -> the class whose defaults() declared it
+_NODE_OWNERS = {}
 
-# Importing the modules registers the methods.
-from . import logit  # noqa: E402,F401
-from . import feature  # noqa: E402,F401
+
+def _node_owner(cls):
+    """The class that already declared ``cls.cfg_node`` and whether ``cls`` may share it;
+    raises DuplicateNameError for a clash."""
+    node = cls.cfg_node
+    owner = _NODE_OWNERS.get(node)
+    if owner is None and node in CFG:
+        raise DuplicateNameError(f"config node '{node}' of distiller {cls.__qualname__} is one of the framework's "
+                                 f"nodes; choose another cfg_node")
+    if owner is None or owner.defaults is cls.defaults or cls.defaults is Distiller.defaults \
+            or same_definition(owner, cls):
+        return owner
+    raise DuplicateNameError(f"config node '{node}' is declared by both {owner.__module__}.{owner.__qualname__} "
+                             f"and {cls.__module__}.{cls.__qualname__}; give one of them another cfg_node")
+
+
+def _add_config_node(cls):
+    """Merge ``cls``'s config node (its :meth:`~Distiller.defaults`) into the global defaults."""
+    owner = _node_owner(cls)
+    if owner is not None and not same_definition(owner, cls):
+        return  # shared with the class that declared it (an alias, a subclass or a reader)
+    node = CN()
+    cls.defaults(node)
+    frozen = CFG.is_frozen()
+    CFG.defrost()
+    CFG[cls.cfg_node] = node
+    if frozen:
+        CFG.freeze()
+    _NODE_OWNERS[cls.cfg_node] = cls
+
+
+def register_distiller(name=None, cls=None):
+    """Register ``cls`` under ``name`` (default: its class name) and add its config node;
+    without ``cls``, return a class decorator."""
+
+    def deco(c):
+        if c.cfg_node is not None:
+            _node_owner(c)  # a clash fails before anything is registered
+        DISTILLERS.register(name or c.__name__, c)
+        if c.cfg_node is not None:
+            _add_config_node(c)
+        return c
+
+    return deco if cls is None else deco(cls)
+
+
+def registered_methods():
+    """Each registered class once, in registration order (aliases share their class)."""
+    return list(dict.fromkeys(DISTILLERS.values()))
+
+
+def check_methods(cfg):
+    """Every registered method checks its config node (ConfigError on a bad value)."""
+    used = {DISTILLERS.get(n) for n in [cfg.DISTILLER.TYPE, *cfg.DISTILLER.EXTRA]}
+    for cls in registered_methods():
+        cls.check_config(cfg, cls in used)
+
+
+def discover():
+    """Import every module of this package (and its subpackages) whose name does not start
+    with ``_``: a method file dropped here registers itself."""
+    for info in pkgutil.walk_packages(__path__, __name__ + "."):
+        if not any(part.startswith("_") for part in info.name[len(__name__) + 1:].split(".")):
+            importlib.import_module(info.name)
+
+
+discover()
+
+from .combine import Combined, build_distiller, method_names, views_for_cfg  # noqa: E402,F401

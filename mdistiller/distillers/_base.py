@@ -1,4 +1,5 @@
-"""The distiller interface shared by every method (mdistiller's calling convention).
+"""The distiller interface shared by every method (mdistiller's calling convention) and
+the contract a method declares next to its ``forward_train``.
 
 A distiller owns a ``student`` and a frozen ``teacher``::
 
@@ -9,21 +10,76 @@ A distiller owns a ``student`` and a frozen ``teacher``::
 ``losses`` maps names (``loss_ce``, ``loss_kd``, ...) to already weighted scalar tensors;
 the trainer sums them. ``logits`` are the student's (weak view) logits, for accuracy.
 In eval mode, ``distiller(image=x)`` returns the student's logits.
+
+What a method declares (class attributes and class methods, all optional):
+
+============== ===========================================================================
+cfg_node       name of its config node (``"KD"``); :meth:`~Distiller.defaults` fills it
+defaults       ``defaults(node)``: the node's keys with their defaults, one ``# comment`` each
+check_config   ``check_config(cfg, used)``: one-line ``ConfigError`` for invalid values
+legacy_keys    ``{old key: new key}`` of reference config files (``None`` = ignored key)
+num_views      1 or 2 augmented views (``views_for(cfg)`` when it depends on the config)
+needs          :class:`Need` members: the training set at build time, the epoch per step
+uses_teacher   False for methods without a teacher (no teacher checkpoint is loaded)
+============== ===========================================================================
 """
 
 import copy
+import enum
 import itertools
+from dataclasses import dataclass
+from typing import Optional, Sequence
 
 import torch
 import torch.nn as nn
 from torch.fx.experimental.optimization import fuse as fold_batch_norms
 
 
-class Distiller(nn.Module):
-    """Base class: freezes the teacher, keeps it in eval mode, dispatches train/test."""
+class Need(enum.Enum):
+    """What a method needs beyond ``(student, teacher, cfg)``."""
 
+    #: the training set: the constructor gets ``num_data=`` (its size) and ``train_targets=``
+    TRAIN_SET = "train_set"
+    #: ``forward_train`` needs ``epoch=``
+    EPOCH = "epoch"
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """What the builder hands to methods that declare :attr:`Need.TRAIN_SET` (a dataset
+    spec with ``num_train`` and ``train_targets`` serves as well)."""
+
+    num_train: int
+    train_targets: Optional[Sequence[int]] = None
+
+
+def tree_map(fn, tree):
+    """Apply ``fn`` to every tensor of a nest of dicts, lists and tuples."""
+    if isinstance(tree, dict):
+        return {k: tree_map(fn, v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(tree_map(fn, v) for v in tree)
+    return fn(tree) if torch.is_tensor(tree) else tree
+
+
+class Distiller(nn.Module):
+    """Base class: freezes the teacher, keeps it in eval mode, dispatches train/test.
+
+    See the module doc for what a subclass declares; register it with
+    ``@register_distiller("NAME")``, which also adds its config node to the defaults.
+    """
+
+    #: the config node the method reads (filled by :meth:`defaults`); None = no node
+    cfg_node = None
+    #: reference-repo keys and where they live here: ``{"KD.LOSS.CE_WEIGHT": "SLD.CE_WEIGHT"}``;
+    #: ``None`` = the reference ignores the key, ``"X[0]"`` = the first element of list X
+    legacy_keys = {}
     #: how many augmented views of each image the method trains on (1 or 2)
     num_views = 1
+    #: what the method needs beyond (student, teacher, cfg): :class:`Need` members
+    needs = frozenset()
+    #: False for a method without a teacher (the builder then loads none)
+    uses_teacher = True
     #: ``torch.compile`` the cached teacher copy of :meth:`_run_teacher` (SOLVER.COMPILE sets it)
     compile_teacher = False
 
@@ -31,15 +87,51 @@ class Distiller(nn.Module):
         super().__init__()
         self.student = student
         self.teacher = teacher
+        self._shared = None  # what the combination this method is part of shares (see join)
         if teacher is not None:
             for p in teacher.parameters():
                 p.requires_grad_(False)
             teacher.eval()
 
+    # -- the contract ---------------------------------------------------------------------
+    @staticmethod
+    def defaults(node):
+        """Fill ``node`` (the method's config node, a yacs CfgNode) with its keys' defaults,
+        one ``# comment`` each, as ``node.TEMPERATURE = 4.0  # softmax temperature``."""
+
+    @classmethod
+    def check_config(cls, cfg, used):
+        """Raise ConfigError (one line: key, rule, value) for invalid values of the method's
+        node; ``used`` says the run trains with the method (warn about settings only then).
+        Called by the config loader for every registered method."""
+
     @classmethod
     def views_for(cls, cfg):
         """Views this method needs under ``cfg`` (the data pipeline follows it)."""
         return cls.num_views
+
+    @classmethod
+    def build(cls, student, teacher, cfg, train_set=None):
+        """The method on ``student`` and ``teacher``, given what it declares in :attr:`needs`
+        (``train_set``: a :class:`TrainingSet` or a dataset spec)."""
+        if Need.TRAIN_SET in cls.needs and train_set is not None:
+            return cls(student, teacher, cfg, num_data=train_set.num_train, train_targets=train_set.train_targets)
+        return cls(student, teacher, cfg)
+
+    def join(self, shared):
+        """Make this method a part of a combination: the combination owns the student and the
+        teacher (they leave this module, so they are saved, moved and counted once), and
+        ``shared`` (a plain object, not a module) serves this method's ``self.student`` and
+        ``self.teacher`` (``shared.model(name)``) and its :meth:`teacher_forward`."""
+        del self.student, self.teacher
+        self._shared = shared
+
+    def __getattr__(self, name):
+        if name in ("student", "teacher"):
+            shared = self.__dict__.get("_shared")
+            if shared is not None:
+                return shared.model(name)
+        return super().__getattr__(name)
 
     def train(self, mode=True):
         # the teacher is always in eval mode
@@ -58,20 +150,25 @@ class Distiller(nn.Module):
                    if not n.startswith(("teacher.", "student.")) and p.requires_grad)
 
     @torch.no_grad()
-    def teacher_forward(self, *images):
-        """Teacher logits and features for each image batch, in one forward over all of them.
+    def teacher_forward(self, *images, features=True):
+        """``[(logits, feats)]`` of the teacher for each image batch, from one forward over
+        all of them (``feats`` is None when ``features`` is False).
 
-        The teacher is in eval mode, so concatenating the views is exact up to float
-        rounding. Runs under ``torch.inference_mode`` (see :meth:`_run_teacher`); the logits
-        are cloned into normal tensors so losses may use them next to tensors that require grad.
+        The one teacher path of every method, single or combined (a part of a combination
+        asks its host, which runs it once per step over all views). The teacher is in eval
+        mode, so concatenating the views is exact up to float rounding. Runs under
+        ``torch.inference_mode`` (see :meth:`_run_teacher`); the outputs are cloned into
+        normal tensors so losses may use them next to tensors that require grad.
         """
+        if self._shared is not None:
+            return self._shared.teacher_forward(*images, features=features)
+        sizes = [im.shape[0] for im in images]
         with torch.inference_mode():
             logits, feats = self._run_teacher(images[0] if len(images) == 1 else torch.cat(images, 0))
+            feats = [tree_map(lambda t, i=i: t.split(sizes)[i], feats) for i in range(len(images))] \
+                if features else [None] * len(images)
         logits = logits.clone()
-        if len(images) == 1:
-            return [(logits, feats)]
-        sizes = [im.shape[0] for im in images]
-        return [(chunk, None) for chunk in logits.split(sizes, 0)]
+        return [(lg, tree_map(torch.clone, f)) for lg, f in zip(logits.split(sizes, 0), feats)]
 
     def _run_teacher(self, x):
         """The teacher's outputs on ``x``, computed by a cached copy of the eval-mode teacher
@@ -110,7 +207,7 @@ class Distiller(nn.Module):
 
     def teacher_logits(self, *images):
         """Teacher logits (float32 or better) for each image batch, one forward for all."""
-        outs = [lg for lg, _ in self.teacher_forward(*images)]
+        outs = [lg for lg, _ in self.teacher_forward(*images, features=False)]
         return [o.float() if o.dtype in (torch.float16, torch.bfloat16) else o for o in outs]
 
     def prepare_batch(self, batch):

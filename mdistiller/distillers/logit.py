@@ -1,26 +1,30 @@
 """Logit distillers: NONE (vanilla), KD, DKD, MLKD and SLD.
 
-Each reads only its own config node (``KD``, ``DKD``, ``MLKD``, ``SLD``) and returns the
+Each declares and reads only its own config node (``KD``, ``DKD``, ``MLKD``, ``SLD``) and returns the
 student's weak-view logits and its weighted loss terms. The student runs once per view
 (train-mode BN normalises each view separately); the teacher runs once over all views
 (:meth:`Distiller.teacher_logits`). Losses are computed with autocast off, on float32 (or
 float64) copies of the logits, so they stay in full precision under AMP.
 """
 
+import warnings
+
 import torch
 import torch.nn.functional as F
+from yacs.config import CfgNode as CN
 
-from ..utils.errors import DataError
+from ..utils.checks import check_at_least, check_non_negative, check_positive, check_temperatures
+from ..utils.errors import ConfigError, ConfigWarning, DataError
 from . import register_distiller
-from ._base import Distiller, as_float
+from ._base import Distiller, Need, as_float
 from .losses import dkd_loss, kd_loss, mlkd_loss, sld_loss
 
 
 class LogitDistiller(Distiller):
-    """Runs student and teacher on the batch's views and hands the logits to :meth:`losses`."""
+    """Runs student and teacher on the batch's views and hands the logits to :meth:`losses`.
 
-    #: the method's loss depends on the epoch (``forward_train`` then requires ``epoch``)
-    needs_epoch = False
+    A method listing ``Need.EPOCH`` in ``needs`` gets the epoch (``forward_train`` then
+    requires ``epoch``)."""
 
     def _views(self, image, image_weak, image_strong):
         """The batch's views, weak first: ``[image]`` or ``[image_weak, image_strong]``."""
@@ -37,7 +41,7 @@ class LogitDistiller(Distiller):
         return views
 
     def forward_train(self, target, epoch=None, image=None, image_weak=None, image_strong=None, **kwargs):
-        if self.needs_epoch and epoch is None:
+        if Need.EPOCH in self.needs and epoch is None:
             raise TypeError(f"{type(self).__name__}.forward_train needs the epoch (epoch=...)")
         views = self._views(image, image_weak, image_strong)
         student = [self.student(v)[0] for v in views]
@@ -62,6 +66,8 @@ def _temperatures(values):
 class Vanilla(LogitDistiller):
     """The student alone, trained with cross-entropy (``loss_ce``); the teacher is ignored."""
 
+    uses_teacher = False
+
     def __init__(self, student, teacher=None, cfg=None):
         super().__init__(student)
 
@@ -72,6 +78,20 @@ class Vanilla(LogitDistiller):
 @register_distiller("KD")
 class KD(LogitDistiller):
     """Hinton et al., 2015: ``CE_WEIGHT · CE(z_s, y) + KD_WEIGHT · T² KL(σ(z_t/T) ‖ σ(z_s/T))``."""
+
+    cfg_node = "KD"  # mdistiller's keys
+
+    @staticmethod
+    def defaults(c):
+        c.TEMPERATURE = 4.0  # softmax temperature
+        c.LOSS = CN()
+        c.LOSS.CE_WEIGHT = 0.1  # weight of the cross-entropy term
+        c.LOSS.KD_WEIGHT = 0.9  # weight of the KL term
+
+    @classmethod
+    def check_config(cls, cfg, used):
+        check_non_negative(cfg.KD, "KD", ["LOSS.CE_WEIGHT", "LOSS.KD_WEIGHT"])
+        check_positive(cfg.KD, "KD", ["TEMPERATURE"])
 
     def __init__(self, student, teacher, cfg):
         super().__init__(student, teacher)
@@ -92,7 +112,22 @@ class DKD(LogitDistiller):
     """Decoupled KD (Zhao et al., CVPR 2022): ``CE_WEIGHT · CE`` plus
     ``min(epoch / WARMUP, 1) · T² (ALPHA · TCKD + BETA · NCKD)`` (see :func:`dkd_loss`)."""
 
-    needs_epoch = True
+    cfg_node = "DKD"  # mdistiller's keys
+    needs = frozenset({Need.EPOCH})
+
+    @staticmethod
+    def defaults(c):
+        c.CE_WEIGHT = 1.0  # weight of the cross-entropy term
+        c.ALPHA = 1.0  # weight of target-class KD (TCKD)
+        c.BETA = 8.0  # weight of non-target-class KD (NCKD)
+        c.T = 4.0  # softmax temperature
+        c.WARMUP = 20  # epochs of linear warm-up of the KD term (0 = none)
+
+    @classmethod
+    def check_config(cls, cfg, used):
+        check_non_negative(cfg.DKD, "DKD", ["CE_WEIGHT", "ALPHA", "BETA"])
+        check_positive(cfg.DKD, "DKD", ["T"])
+        check_at_least(cfg.DKD, "DKD", "WARMUP", 0)
 
     def __init__(self, student, teacher, cfg):
         super().__init__(student, teacher)
@@ -119,7 +154,23 @@ class MLKD(LogitDistiller):
     reference code's behaviour to the paper's masking (documented there).
     """
 
+    cfg_node = "MLKD"
     num_views = 2
+    # the MLKD repository's files set these KD.* keys
+    legacy_keys = {"KD.LOSS.CE_WEIGHT": "MLKD.CE_WEIGHT", "KD.LOSS.KD_WEIGHT": "MLKD.KD_WEIGHT",
+                   "KD.TEMPERATURE": "MLKD.TEMPERATURES[0]"}
+
+    @staticmethod
+    def defaults(c):
+        c.TEMPERATURES = [4.0, 3.0, 5.0, 2.0, 6.0]  # temperatures, in the reference's order
+        c.CE_WEIGHT = 0.1  # weight of the cross-entropy term (each view)
+        c.KD_WEIGHT = 0.9  # weight of the instance, class and batch terms
+        c.PAPER_MODE = False  # True = the paper's formulas instead of the reference code's quirks
+
+    @classmethod
+    def check_config(cls, cfg, used):
+        check_non_negative(cfg.MLKD, "MLKD", ["CE_WEIGHT", "KD_WEIGHT"])
+        check_temperatures(cfg.MLKD, "MLKD")
 
     def __init__(self, student, teacher, cfg):
         super().__init__(student, teacher)
@@ -152,7 +203,37 @@ class SLD(LogitDistiller):
     detached when ``SLD.DETACH_PSEUDO_TEACHER`` (see :func:`sld_loss`).
     """
 
-    needs_epoch = True
+    cfg_node = "SLD"
+    needs = frozenset({Need.EPOCH})
+    # the SLD repository's files set these KD.* keys; it ignores KD.TEMPERATURE
+    legacy_keys = {"KD.LOSS.CE_WEIGHT": "SLD.CE_WEIGHT", "KD.LOSS.KD_WEIGHT": "SLD.KD_WEIGHT",
+                   "KD.TEMPERATURE": None}
+
+    @staticmethod
+    def defaults(c):
+        c.GAMMA = 150  # the student (pseudo-teacher) swap loss is active for epoch > GAMMA
+        c.TEMPERATURES = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]  # temperatures summed over
+        c.CE_WEIGHT = 0.1  # weight of the cross-entropy term (each view)
+        c.KD_WEIGHT = 0.9  # weight of each swapped-logit KL term
+        c.DETACH_PSEUDO_TEACHER = False  # True = no gradient through the student's swapped targets
+        c.VIEWS = 2  # 2 = weak + strong views (reference); 1 = weak view only
+
+    @classmethod
+    def check_config(cls, cfg, used):
+        c = cfg.SLD
+        check_non_negative(c, "SLD", ["CE_WEIGHT", "KD_WEIGHT"])
+        check_temperatures(c, "SLD")
+        if c.GAMMA < 0:
+            raise ConfigError(f"SLD.GAMMA must be >= 0 (the student swap loss starts after epoch GAMMA), got {c.GAMMA}")
+        if c.VIEWS not in (1, 2):
+            raise ConfigError(f"SLD.VIEWS must be 1 or 2, got {c.VIEWS}")
+        if used and c.GAMMA >= cfg.SOLVER.EPOCHS:
+            warnings.warn(
+                f"SLD.GAMMA = {c.GAMMA} >= SOLVER.EPOCHS = {cfg.SOLVER.EPOCHS}: the student swap loss "
+                f"(active for epoch > GAMMA) will never run; lower SLD.GAMMA to use it",
+                ConfigWarning,
+                stacklevel=4,
+            )
 
     def __init__(self, student, teacher, cfg):
         super().__init__(student, teacher)

@@ -1,5 +1,6 @@
-"""Build a run's pieces from its config: dataset, student, teacher (with weights), distiller,
-loaders and device-side transforms. Every bad name or file fails here, before training."""
+"""Build a run's pieces from its config: dataset, student, teacher (with weights), distiller
+(through the one builder of :mod:`mdistiller.distillers.combine`), loaders and device-side
+transforms. Every bad name or file fails here, before training."""
 
 import os
 
@@ -8,7 +9,8 @@ import torch
 from ..dataset import get_dataset
 from ..dataset.augment import build_batch_transform
 from ..dataset.loader import build_loaders
-from ..distillers import DISTILLERS
+from ..distillers import build_distiller, views_for_cfg  # noqa: F401  (build_distiller: re-exported)
+from ..distillers.combine import method_classes, uses_teacher
 from ..models import MODEL_FAMILIES, build_model
 from ..utils.errors import CheckpointError, ConfigError
 from .checkpoint import CKPT_FIX, load_model_weights
@@ -39,29 +41,8 @@ def build_teacher(cfg, family, num_classes):
     return load_model_weights(teacher, path, name, part="student")
 
 
-def distiller_class(name):
-    return DISTILLERS[name]
-
-
-def num_views(cfg):
-    names = [cfg.DISTILLER.TYPE] + list(cfg.DISTILLER.EXTRA)
-    return max(distiller_class(n).views_for(cfg) for n in names)
-
-
-def build_distiller(cfg, student, teacher, spec):
-    """The configured distiller (or a combination when DISTILLER.EXTRA is set)."""
-    extra_kwargs = {}
-    classes = [distiller_class(n) for n in [cfg.DISTILLER.TYPE] + list(cfg.DISTILLER.EXTRA)]
-    if any(getattr(c, "needs_num_data", False) for c in classes):
-        extra_kwargs = {"num_data": spec.num_train, "train_targets": spec.train_targets}
-    if cfg.DISTILLER.EXTRA:
-        from ..distillers.feature.combine import build_distiller as build_combined
-
-        return build_combined(cfg, student, teacher, **extra_kwargs)
-    cls = classes[0]
-    if getattr(cls, "needs_num_data", False):
-        return cls(student, teacher, cfg, **extra_kwargs)
-    return cls(student, teacher, cfg)
+#: the run's number of augmented views (decided by its methods)
+num_views = views_for_cfg
 
 
 def place_distiller(cfg, distiller, device):
@@ -99,19 +80,18 @@ def build_run(cfg, ctx, seed=0):
     The distiller is placed by :func:`place_distiller`. Raises the project's errors for
     unknown names and bad files.
     """
-    for name in [cfg.DISTILLER.TYPE] + list(cfg.DISTILLER.EXTRA):
-        distiller_class(name)  # unknown names fail before any data is read
+    method_classes(cfg)  # unknown (or repeated) names fail before any data is read
     spec = get_dataset(cfg)
     family = spec.model_family
     MODEL_FAMILIES[family][cfg.DISTILLER.STUDENT]
     student = build_model(cfg.DISTILLER.STUDENT, family, spec.num_classes)
-    teacher = build_teacher(cfg, family, spec.num_classes) if cfg.DISTILLER.TYPE != "NONE" else None
+    teacher = build_teacher(cfg, family, spec.num_classes) if uses_teacher(cfg) else None
     if cfg.SOLVER.SYNC_BN and ctx.distributed:
         if ctx.device.type != "cuda":
             raise ConfigError("SOLVER.SYNC_BN needs CUDA (PyTorch's SyncBatchNorm is CUDA-only); set SOLVER.SYNC_BN False on CPU")
         student = torch.nn.SyncBatchNorm.convert_sync_batchnorm(student)
     distiller = place_distiller(cfg, build_distiller(cfg, student, teacher, spec), ctx.device)
-    views = num_views(cfg)
+    views = views_for_cfg(cfg)
     loaders = build_loaders(cfg, spec, views, rank=ctx.rank, world_size=ctx.world_size, seed=seed)
     generator = torch.Generator()  # augmentation parameters are drawn on the CPU
     generator.manual_seed(seed)

@@ -3,8 +3,11 @@
 ``CFG`` (the defaults, see :mod:`mdistiller.engine.defaults`) stays importable here for
 mdistiller users. Use :func:`load_cfg` to build a run's config::
 
-    cfg = load_cfg("configs/cifar100/sld/res32x4_res8x4.yaml", ["SLD.GAMMA", "100"])
+    cfg = load_cfg("my_run.yaml", ["SOLVER.EPOCHS", "10"])
 
+The methods' config nodes, checks and reference-repo keys come from the registered
+distillers (importing this module imports :mod:`mdistiller.distillers`), and from the
+plugins named by ``EXPERIMENT.PLUGINS`` (imported before the rest of the config is read).
 Every problem raises :class:`~mdistiller.utils.errors.ConfigError` with a one-line message
 that names the key (and the closest valid key for a typo) or the expected type.
 """
@@ -19,30 +22,19 @@ import warnings
 import yaml
 from yacs.config import CfgNode as CN
 
-from ..utils.errors import ConfigError
+from ..distillers import DISTILLERS, check_methods
+from ..utils.checks import get_key
+from ..utils.checks import is_number as _is_number
+from ..utils.errors import ConfigError, ConfigWarning
+from . import plugins
 from .defaults import CFG
 
 logger = logging.getLogger(__name__)
 
 BASE_KEY = "_BASE_"
 
-# Keys the reference SLD/MLKD repos set under KD.* and where they live here.
-# TEMPERATURE -> None means the reference method ignores it.
-LEGACY_KD_KEYS = {
-    "SLD": {"KD.LOSS.CE_WEIGHT": "SLD.CE_WEIGHT", "KD.LOSS.KD_WEIGHT": "SLD.KD_WEIGHT",
-            "KD.TEMPERATURE": None},
-    "MLKD": {"KD.LOSS.CE_WEIGHT": "MLKD.CE_WEIGHT", "KD.LOSS.KD_WEIGHT": "MLKD.KD_WEIGHT",
-             "KD.TEMPERATURE": "MLKD.TEMPERATURES[0]"},
-}
-LEGACY_KD_KEYS["KD_ours"] = LEGACY_KD_KEYS["MLKD"]  # the MLKD repository's distiller name
-
-
 # list keys whose default is empty: the element type they take
-ELEMENT_TYPES = {"DISTILLER.EXTRA": ["str"]}
-
-
-class ConfigWarning(UserWarning):
-    """A config setting that is accepted but probably not what the user meant."""
+ELEMENT_TYPES = {"DISTILLER.EXTRA": ["str"], "EXPERIMENT.PLUGINS": ["str"]}
 
 
 # ---------------------------------------------------------------------------------------
@@ -86,6 +78,7 @@ def read_yaml_with_bases(path, _seen=None):
         raise ConfigError(f"'_BASE_' cycle through '{path}'; remove the circular inheritance")
     _seen = _seen | {path}
     data = _read_yaml(path)
+    _resolve_plugins(data, os.path.dirname(path))
     bases = data.pop(BASE_KEY, None)
     if bases is None:
         return data
@@ -96,6 +89,20 @@ def read_yaml_with_bases(path, _seen=None):
         base_path = base if os.path.isabs(base) else os.path.join(os.path.dirname(path), base)
         _deep_update(merged, read_yaml_with_bases(base_path, _seen))
     return _deep_update(merged, data)
+
+
+def _plugin_entries(data):
+    """``EXPERIMENT.PLUGINS`` of a nested dict when it sets it as a list, else None."""
+    exp = data.get("EXPERIMENT")
+    value = exp.get("PLUGINS") if isinstance(exp, dict) else None
+    return value if isinstance(value, list) else None
+
+
+def _resolve_plugins(data, base_dir):
+    """Make the relative plugin files of ``data`` absolute, from ``base_dir``."""
+    entries = _plugin_entries(data)
+    if entries is not None:
+        data["EXPERIMENT"]["PLUGINS"] = plugins.resolve(entries, base_dir)
 
 
 # ---------------------------------------------------------------------------------------
@@ -237,16 +244,8 @@ def overrides_to_dict(opts):
 
 
 # ---------------------------------------------------------------------------------------
-# Reference-repo compatibility (KD.* keys in SLD / MLKD files)
+# Reference-repo compatibility (a method's ``legacy_keys``)
 # ---------------------------------------------------------------------------------------
-def get_key(cfg, dotted):
-    """The value of a dotted key (``"SOLVER.LR"``) in a CfgNode or nested dict."""
-    node = cfg
-    for p in dotted.split("."):
-        node = node[p]
-    return node
-
-
 def _set(cfg, dotted, value):
     parts = dotted.split(".")
     node = cfg
@@ -256,11 +255,12 @@ def _set(cfg, dotted, value):
 
 
 def translate_legacy_keys(cfg, explicit):
-    """Move KD.* settings of a reference SLD/MLKD file into the method's node, with a warning.
+    """Move the reference-repo keys of the method's ``legacy_keys`` into its node, with a warning.
 
     A file that also sets the method's own key (a run's saved config.yaml sets every key)
-    keeps it; its KD.* value only counts, and must then agree, where it is not the default."""
-    table = LEGACY_KD_KEYS.get(cfg.DISTILLER.TYPE)
+    keeps it; the old key's value only counts, and must then agree, where it is not the default."""
+    method = DISTILLERS.get(cfg.DISTILLER.TYPE)
+    table = method.legacy_keys if method is not None else {}
     if not table:
         return
     for old, new in table.items():
@@ -274,7 +274,7 @@ def translate_legacy_keys(cfg, explicit):
         if new is None:
             warnings.warn(
                 f"{old} = {value} has no effect on {cfg.DISTILLER.TYPE} (the reference ignores it too); "
-                f"set {cfg.DISTILLER.TYPE}.TEMPERATURES instead",
+                f"set {method.cfg_node}.TEMPERATURES instead",
                 ConfigWarning,
                 stacklevel=3,
             )
@@ -292,12 +292,8 @@ def translate_legacy_keys(cfg, explicit):
 
 
 # ---------------------------------------------------------------------------------------
-# Method checks
+# Checks
 # ---------------------------------------------------------------------------------------
-def _is_number(x):
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and x == x and abs(x) != float("inf")
-
-
 def validate_cfg(cfg):
     """Check settings that types alone cannot; raise ConfigError, warn on suspicious ones."""
     s = cfg.SOLVER
@@ -317,37 +313,7 @@ def validate_cfg(cfg):
     if not 0 < cfg.DATASET.SUBSET <= 1 or not 0 < cfg.DATASET.VAL_SUBSET <= 1:
         raise ConfigError("DATASET.SUBSET and DATASET.VAL_SUBSET must be fractions in (0, 1]")
 
-    def weights(node, name, keys):
-        for k in keys:
-            v = get_key(node, k)
-            if not _is_number(v) or v < 0:
-                raise ConfigError(f"{name}.{k} must be a non-negative number, got {v}")
-
-    def temperatures(name, temps):
-        if not temps or any(not _is_number(t) or t <= 0 for t in temps):
-            raise ConfigError(f"{name}.TEMPERATURES must be a non-empty list of positive numbers, got {list(temps)}")
-
-    weights(cfg.KD, "KD", ["LOSS.CE_WEIGHT", "LOSS.KD_WEIGHT"])
-    if not _is_number(cfg.KD.TEMPERATURE) or cfg.KD.TEMPERATURE <= 0:
-        raise ConfigError(f"KD.TEMPERATURE must be positive, got {cfg.KD.TEMPERATURE}")
-    weights(cfg.DKD, "DKD", ["CE_WEIGHT", "ALPHA", "BETA"])
-    if not _is_number(cfg.DKD.T) or cfg.DKD.T <= 0:
-        raise ConfigError(f"DKD.T must be positive, got {cfg.DKD.T}")
-    weights(cfg.MLKD, "MLKD", ["CE_WEIGHT", "KD_WEIGHT"])
-    temperatures("MLKD", cfg.MLKD.TEMPERATURES)
-    weights(cfg.SLD, "SLD", ["CE_WEIGHT", "KD_WEIGHT"])
-    temperatures("SLD", cfg.SLD.TEMPERATURES)
-    if cfg.SLD.GAMMA < 0:
-        raise ConfigError(f"SLD.GAMMA must be >= 0 (the student swap loss starts after epoch GAMMA), got {cfg.SLD.GAMMA}")
-    if cfg.SLD.VIEWS not in (1, 2):
-        raise ConfigError(f"SLD.VIEWS must be 1 or 2, got {cfg.SLD.VIEWS}")
-    if cfg.DISTILLER.TYPE == "SLD" and cfg.SLD.GAMMA >= s.EPOCHS:
-        warnings.warn(
-            f"SLD.GAMMA = {cfg.SLD.GAMMA} >= SOLVER.EPOCHS = {s.EPOCHS}: the student swap loss "
-            f"(active for epoch > GAMMA) will never run; lower SLD.GAMMA to use it",
-            ConfigWarning,
-            stacklevel=2,
-        )
+    check_methods(cfg)  # each registered method checks its own node
 
 
 # ---------------------------------------------------------------------------------------
@@ -364,18 +330,35 @@ def merge_dict(cfg, data, explicit=None):
     return cfg
 
 
+def load_plugins(data, overrides):
+    """Import the plugins the config names (the override's list, else the file's), so their
+    config nodes and registry entries exist before the rest is merged. A relative file in
+    the override is made absolute from the working directory (in ``overrides`` too)."""
+    probe = CN({"EXPERIMENT": CN({"PLUGINS": []})})
+    for part, base_dir in ((data, None), (overrides, os.getcwd())):
+        exp = part.get("EXPERIMENT")
+        if isinstance(exp, dict) and "PLUGINS" in exp:
+            _merge(probe, {"EXPERIMENT": {"PLUGINS": exp["PLUGINS"]}})  # decoded and type-checked
+            if base_dir is not None:
+                exp["PLUGINS"] = probe.EXPERIMENT.PLUGINS = plugins.resolve(probe.EXPERIMENT.PLUGINS, base_dir)
+    plugins.import_plugins(probe.EXPERIMENT.PLUGINS)
+
+
 def load_cfg(path=None, opts=None, base=None, freeze=True):
     """Build a run's config: defaults <- YAML (with _BASE_) <- ``KEY VALUE`` overrides.
 
-    Raises ConfigError for a missing file, YAML syntax error (with line number), unknown
-    key (with the closest valid key), wrong type, odd override list, or invalid setting.
+    ``EXPERIMENT.PLUGINS`` are imported first. Raises ConfigError for a missing file, YAML
+    syntax error (with line number), unknown key (with the closest valid key), wrong type,
+    odd override list, missing plugin, or invalid setting.
     """
+    data = read_yaml_with_bases(path) if path else {}
+    overrides = overrides_to_dict(opts)
+    load_plugins(data, overrides)
     cfg = (base or CFG).clone()
     cfg.defrost()
     explicit = set()
-    if path:
-        merge_dict(cfg, read_yaml_with_bases(path), explicit)
-    merge_dict(cfg, overrides_to_dict(opts), explicit)
+    merge_dict(cfg, data, explicit)
+    merge_dict(cfg, overrides, explicit)
     translate_legacy_keys(cfg, explicit)
     validate_cfg(cfg)
     if freeze:

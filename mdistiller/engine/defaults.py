@@ -1,6 +1,9 @@
-"""Every config key with its default and a one-line comment (detectron2 ``defaults.py`` style).
+"""The framework's config keys with their defaults and a one-line comment (detectron2
+``defaults.py`` style).
 
-Each method's keys live in their own node and are read only by that method. YAML files
+Each method declares its own node, next to its code (``defaults`` of the distiller class);
+registering the method adds it here, so once :mod:`mdistiller.distillers` is imported
+(``mdistiller.engine.cfg`` does it) ``CFG`` holds every registered method's node. YAML files
 override these defaults (and may inherit from each other with ``_BASE_``); see
 ``mdistiller.engine.cfg.load_cfg``.
 """
@@ -19,6 +22,7 @@ CFG.EXPERIMENT.TAG = "default"  # comma-separated description, used when NAME is
 CFG.EXPERIMENT.SEED = 0  # seeds python, numpy and torch (each rank adds its rank)
 CFG.EXPERIMENT.DETERMINISTIC = False  # deterministic kernels (slower; for exact resume checks)
 CFG.EXPERIMENT.PUBLISHED_TOP1 = -1.0  # published top-1 of this method and pair (-1 = unknown)
+CFG.EXPERIMENT.PLUGINS = []  # method files (relative to the config file) or modules imported before the config is read
 
 # ---------------------------------------------------------------------------------------
 # Dataset
@@ -39,11 +43,11 @@ CFG.DATASET.TEST.BATCH_SIZE = 64  # validation batch size (global)
 # Distiller
 # ---------------------------------------------------------------------------------------
 CFG.DISTILLER = CN()
-CFG.DISTILLER.TYPE = "NONE"  # distiller registry name: NONE (vanilla), KD, DKD, MLKD, SLD, ...
+CFG.DISTILLER.TYPE = "NONE"  # distiller registry name (see mdistiller.distillers); NONE = the student alone
 CFG.DISTILLER.TEACHER = "ResNet50"  # teacher model registry name
 CFG.DISTILLER.STUDENT = "resnet32"  # student model registry name
 CFG.DISTILLER.TEACHER_CKPT = ""  # teacher checkpoint; empty = mdistiller's download_ckpts location
-CFG.DISTILLER.EXTRA = []  # further distillers whose losses are added (e.g. ["REVIEWKD"])
+CFG.DISTILLER.EXTRA = []  # further distillers (registry names) whose losses are added
 
 # ---------------------------------------------------------------------------------------
 # Solver
@@ -76,129 +80,3 @@ CFG.LOG.PREFIX = "./output"  # root of run folders
 CFG.LOG.WANDB = False  # log to Weights & Biases (WANDB_MODE=offline works)
 CFG.LOG.TENSORBOARD = True  # write TensorBoard scalars (tensorboardX)
 CFG.LOG.PROGRESS = True  # show a tqdm progress bar per epoch
-
-# ---------------------------------------------------------------------------------------
-# KD (Hinton et al.), mdistiller's keys
-# ---------------------------------------------------------------------------------------
-CFG.KD = CN()
-CFG.KD.TEMPERATURE = 4.0  # softmax temperature
-CFG.KD.LOSS = CN()
-CFG.KD.LOSS.CE_WEIGHT = 0.1  # weight of the cross-entropy term
-CFG.KD.LOSS.KD_WEIGHT = 0.9  # weight of the KL term
-
-# ---------------------------------------------------------------------------------------
-# DKD (Zhao et al., CVPR 2022), mdistiller's keys
-# ---------------------------------------------------------------------------------------
-CFG.DKD = CN()
-CFG.DKD.CE_WEIGHT = 1.0  # weight of the cross-entropy term
-CFG.DKD.ALPHA = 1.0  # weight of target-class KD (TCKD)
-CFG.DKD.BETA = 8.0  # weight of non-target-class KD (NCKD)
-CFG.DKD.T = 4.0  # softmax temperature
-CFG.DKD.WARMUP = 20  # epochs of linear warm-up of the KD term
-
-# ---------------------------------------------------------------------------------------
-# MLKD (Jin et al., CVPR 2023: multi-level logit distillation)
-# ---------------------------------------------------------------------------------------
-CFG.MLKD = CN()
-CFG.MLKD.TEMPERATURES = [4.0, 3.0, 5.0, 2.0, 6.0]  # temperatures, in the reference's order
-CFG.MLKD.CE_WEIGHT = 0.1  # weight of the cross-entropy term (each view)
-CFG.MLKD.KD_WEIGHT = 0.9  # weight of the instance, class and batch terms
-CFG.MLKD.PAPER_MODE = False  # True = the paper's formulas instead of the reference code's quirks
-
-# ---------------------------------------------------------------------------------------
-# SLD (Swapped Logit Distillation)
-# ---------------------------------------------------------------------------------------
-CFG.SLD = CN()
-CFG.SLD.GAMMA = 150  # the student (pseudo-teacher) swap loss is active for epoch > GAMMA
-CFG.SLD.TEMPERATURES = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]  # temperatures summed over
-CFG.SLD.CE_WEIGHT = 0.1  # weight of the cross-entropy term (each view)
-CFG.SLD.KD_WEIGHT = 0.9  # weight of each swapped-logit KL term
-CFG.SLD.DETACH_PSEUDO_TEACHER = False  # True = no gradient through the student's swapped targets
-CFG.SLD.VIEWS = 2  # 2 = weak + strong views (reference); 1 = weak view only
-
-# ---------------------------------------------------------------------------------------
-# Feature-based methods (mdistiller's keys)
-# ---------------------------------------------------------------------------------------
-CFG.FITNET = CN()
-CFG.FITNET.HINT_LAYER = 2  # index into feats["feats"] of the hinted stage (0..4)
-CFG.FITNET.INPUT_SIZE = (32, 32)  # input size used to probe the feature shapes
-CFG.FITNET.LOSS = CN()
-CFG.FITNET.LOSS.CE_WEIGHT = 1.0  # weight of the cross-entropy term
-CFG.FITNET.LOSS.FEAT_WEIGHT = 100.0  # weight of the hint (MSE) term
-
-CFG.AT = CN()
-CFG.AT.P = 2  # power of the activations in the attention map
-CFG.AT.LOSS = CN()
-CFG.AT.LOSS.CE_WEIGHT = 1.0  # weight of the cross-entropy term
-CFG.AT.LOSS.FEAT_WEIGHT = 1000.0  # weight of the attention-transfer term
-
-CFG.OFD = CN()
-CFG.OFD.LOSS = CN()
-CFG.OFD.LOSS.CE_WEIGHT = 1.0  # weight of the cross-entropy term
-CFG.OFD.LOSS.FEAT_WEIGHT = 0.001  # weight of the margin (partial L2) term
-CFG.OFD.CONNECTOR = CN()
-CFG.OFD.CONNECTOR.KERNEL_SIZE = 1  # kernel size of the student-to-teacher connector convs
-
-CFG.RKD = CN()
-CFG.RKD.DISTANCE_WEIGHT = 25  # weight of the distance term inside the RKD loss
-CFG.RKD.ANGLE_WEIGHT = 50  # weight of the angle term inside the RKD loss
-CFG.RKD.LOSS = CN()
-CFG.RKD.LOSS.CE_WEIGHT = 1.0  # weight of the cross-entropy term
-CFG.RKD.LOSS.FEAT_WEIGHT = 1.0  # weight of the RKD term
-CFG.RKD.PDIST = CN()
-CFG.RKD.PDIST.EPSILON = 1e-12  # squared distances are clamped at this value
-CFG.RKD.PDIST.SQUARED = False  # use squared distances
-
-CFG.KDSVD = CN()
-CFG.KDSVD.K = 1  # number of teacher singular vectors compared
-CFG.KDSVD.LOSS = CN()
-CFG.KDSVD.LOSS.CE_WEIGHT = 1.0  # weight of the cross-entropy term
-CFG.KDSVD.LOSS.FEAT_WEIGHT = 1.0  # weight of the SVD term
-
-CFG.CRD = CN()
-CFG.CRD.MODE = "exact"  # positive of each sample: itself (exact) or a sample of its class (relax)
-CFG.CRD.FEAT = CN()
-CFG.CRD.FEAT.DIM = 128  # embedding dimension
-CFG.CRD.FEAT.STUDENT_DIM = 256  # channels of the student's pooled feature
-CFG.CRD.FEAT.TEACHER_DIM = 256  # channels of the teacher's pooled feature
-CFG.CRD.LOSS = CN()
-CFG.CRD.LOSS.CE_WEIGHT = 1.0  # weight of the cross-entropy term
-CFG.CRD.LOSS.FEAT_WEIGHT = 0.8  # weight of the contrastive term
-CFG.CRD.NCE = CN()
-CFG.CRD.NCE.K = 16384  # negatives per sample
-CFG.CRD.NCE.MOMENTUM = 0.5  # momentum of the memory-bank update
-CFG.CRD.NCE.TEMPERATURE = 0.07  # temperature of the contrastive scores
-
-CFG.NST = CN()
-CFG.NST.LOSS = CN()
-CFG.NST.LOSS.CE_WEIGHT = 1.0  # weight of the cross-entropy term
-CFG.NST.LOSS.FEAT_WEIGHT = 50.0  # weight of the neuron-selectivity (MMD) term
-
-CFG.PKT = CN()
-CFG.PKT.LOSS = CN()
-CFG.PKT.LOSS.CE_WEIGHT = 1.0  # weight of the cross-entropy term
-CFG.PKT.LOSS.FEAT_WEIGHT = 30000.0  # weight of the probabilistic-transfer term
-
-CFG.SP = CN()
-CFG.SP.LOSS = CN()
-CFG.SP.LOSS.CE_WEIGHT = 1.0  # weight of the cross-entropy term
-CFG.SP.LOSS.FEAT_WEIGHT = 3000.0  # weight of the similarity-preserving term
-
-CFG.VID = CN()
-CFG.VID.LOSS = CN()
-CFG.VID.LOSS.CE_WEIGHT = 1.0  # weight of the cross-entropy term
-CFG.VID.LOSS.FEAT_WEIGHT = 1.0  # weight of the variational (Gaussian NLL) term
-CFG.VID.EPS = 1e-5  # floor added to the predicted variance
-CFG.VID.INIT_PRED_VAR = 5.0  # initial (and, as in mdistiller, fixed) predicted variance
-CFG.VID.INPUT_SIZE = (32, 32)  # input size used to probe the feature shapes
-
-CFG.REVIEWKD = CN()
-CFG.REVIEWKD.CE_WEIGHT = 1.0  # weight of the cross-entropy term
-CFG.REVIEWKD.REVIEWKD_WEIGHT = 1.0  # weight of the review (HCL) term
-CFG.REVIEWKD.WARMUP_EPOCHS = 20  # epochs of linear warm-up of the review term
-CFG.REVIEWKD.SHAPES = [1, 8, 16, 32]  # student fusion sizes, deepest (pooled) first
-CFG.REVIEWKD.OUT_SHAPES = [1, 8, 16, 32]  # output sizes, deepest (pooled) first
-CFG.REVIEWKD.IN_CHANNELS = [64, 128, 256, 256]  # student channels, shallowest first (last = pooled)
-CFG.REVIEWKD.OUT_CHANNELS = [64, 128, 256, 256]  # teacher channels, shallowest first (last = pooled)
-CFG.REVIEWKD.MAX_MID_CHANNEL = 512  # cap on the fusion width
-CFG.REVIEWKD.STU_PREACT = False  # fuse the student's pre-ReLU stage outputs

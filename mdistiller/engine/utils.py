@@ -105,8 +105,8 @@ def retain_host_memory():
     By default blocks above its mmap threshold (at most 32 MiB, e.g. a float32
     128x64x32x32 activation) are mapped fresh and unmapped on free, and the heap top is
     trimmed, so every step page-faults its activations in again (~270k faults, ~10% of an
-    fp32 SLD step here). The process keeps its peak memory afterwards. Returns False
-    where the C library is not glibc (nothing changes there).
+    fp32 two-view distillation step here). The process keeps its peak memory afterwards.
+    Returns False where the C library is not glibc (nothing changes there).
     """
     global _HOST_MEMORY_RETAINED
     try:

@@ -35,3 +35,7 @@ class DataError(MdistillerError, RuntimeError):
 
 class NonFiniteLossError(MdistillerError, FloatingPointError):
     """Training produced a NaN or infinite loss."""
+
+
+class ConfigWarning(UserWarning):
+    """A config setting that is accepted but probably not what the user meant."""

@@ -2,14 +2,25 @@
 
 ``Registry`` is a read-only mapping, so existing code that treats ``cifar_model_dict`` or
 ``distiller_dict`` as a plain dict (``d[name]``, ``name in d``, ``d.keys()``) keeps working.
-Registering a name twice raises :class:`DuplicateNameError`; looking up an unknown name
-raises :class:`UnknownNameError` listing the known names and the closest match.
+Registering a name twice raises :class:`DuplicateNameError`, unless it is the same
+definition again (the same object, or an object of the same module and qualified name: a
+module or plugin imported a second time), which replaces the entry. Looking up an unknown
+name raises :class:`UnknownNameError` listing the known names and the closest match.
 """
 
 import difflib
 from collections.abc import Mapping
 
 from .errors import DuplicateNameError, UnknownNameError
+
+
+def same_definition(a, b):
+    """True when ``b`` is ``a`` or the same definition imported again (same module and
+    qualified name), as when a plugin file is executed a second time."""
+    if a is b:
+        return True
+    key = (lambda o: (getattr(o, "__module__", None), getattr(o, "__qualname__", None)))
+    return key(a)[1] is not None and "<lambda>" not in key(a)[1] and key(a) == key(b)
 
 
 class Registry(Mapping):
@@ -37,7 +48,7 @@ class Registry(Mapping):
         return deco
 
     def _add(self, name, value):
-        if name in self._items:
+        if name in self._items and not same_definition(self._items[name], value):
             raise DuplicateNameError(
                 f"{self.kind} '{name}' is registered twice; choose another name for one of them"
             )

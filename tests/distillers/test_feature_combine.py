@@ -1,11 +1,10 @@
 """DISTILLER.EXTRA: a main method plus extra ones sharing student and teacher
-(mdistiller.distillers.feature.combine)."""
+(mdistiller.distillers.combine)."""
 
 import pytest
 import torch
 
-from mdistiller.distillers import DISTILLERS
-from mdistiller.distillers.feature import Combined, build_distiller, views_for_cfg
+from mdistiller.distillers import DISTILLERS, Combined, Need, TrainingSet, build_distiller, views_for_cfg
 from mdistiller.engine.cfg import load_cfg
 from mdistiller.models import cifar_model_dict
 from mdistiller.utils.errors import ConfigError, UnknownNameError
@@ -77,8 +76,8 @@ def test_combined_losses_are_the_parts_losses(main, extra, views):
 
 def test_crd_as_extra_gets_num_data_and_its_batch_hook():
     targets = torch.arange(20) % 4
-    cfg, d, _ = setup("KD", ["CRD"], num_data=20, train_targets=targets)
-    assert d.needs_num_data
+    cfg, d, _ = setup("KD", ["CRD"], train_set=TrainingSet(20, targets))
+    assert Need.TRAIN_SET in d.needs and d.extras["CRD"].num_data == 20
     b = d.prepare_batch(batch(1, n=4))
     assert b["contrastive_index"].shape == (4, 6)
     _, losses = d(**b)

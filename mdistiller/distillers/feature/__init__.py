@@ -16,10 +16,9 @@ VID      stages 1..n                                 ``regressors``
 REVIEWKD stages, pooled; teacher pre-ReLU            ``abfs``
 ======== =========================================== ===================================
 
-Each returns ``loss_ce`` and ``loss_kd``. :func:`build_distiller` (in :mod:`.combine`)
-builds ``DISTILLER.TYPE`` plus the methods of ``DISTILLER.EXTRA``.
+Each returns ``loss_ce`` and ``loss_kd`` and declares its config node next to its
+``forward_train``. The package imports the modules of this folder (and the methods register
+themselves); :mod:`mdistiller.distillers.combine` builds and combines any methods.
 """
 
-from . import connectors, crd, relational  # noqa: F401  (registers the methods)
-from .combine import Combined, build_distiller, views_for_cfg  # noqa: F401
 from .crd import ContrastSampler  # noqa: F401

@@ -4,17 +4,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from yacs.config import CfgNode as CN
+
+from ...utils.checks import check_non_negative, get_key
 from ...utils.errors import ConfigError, DataError
-from .._base import Distiller, as_float
-
-
-def tree_map(fn, tree):
-    """Apply ``fn`` to every tensor of a nest of dicts, lists and tuples."""
-    if isinstance(tree, dict):
-        return {k: tree_map(fn, v) for k, v in tree.items()}
-    if isinstance(tree, (list, tuple)):
-        return type(tree)(tree_map(fn, v) for v in tree)
-    return fn(tree) if torch.is_tensor(tree) else tree
+from .._base import Distiller, as_float, tree_map  # noqa: F401  (tree_map: moved, still importable here)
 
 
 def _usable(t):
@@ -55,25 +49,33 @@ def require_methods(method, cfg, role, model, names):
         )
 
 
+def loss_node(feat_weight, ce_weight=1.0):
+    """mdistiller's ``LOSS`` node of a feature method, for its :meth:`~Distiller.defaults`."""
+    node = CN()
+    node.CE_WEIGHT = ce_weight  # weight of the cross-entropy term
+    node.FEAT_WEIGHT = feat_weight  # weight of the method's feature term
+    return node
+
+
 class FeatureDistiller(Distiller):
     """CE on the student logits plus one weighted feature term (mdistiller's layout).
 
-    Subclasses set ``cfg_node`` (their config section) and implement
+    Subclasses set ``cfg_node`` (their config section) with its ``defaults`` and implement
     :meth:`feature_loss`; the loss terms are ``loss_ce`` and ``loss_kd``. The method trains
     on one view: in a two-view run it uses ``image_weak``.
     """
 
-    cfg_node = None
+    #: the (CE weight, feature weight) keys of the method's node (checked non-negative)
+    loss_keys = ("LOSS.CE_WEIGHT", "LOSS.FEAT_WEIGHT")
+
+    @classmethod
+    def check_config(cls, cfg, used):
+        check_non_negative(cfg[cls.cfg_node], cls.cfg_node, cls.loss_keys)
 
     def __init__(self, student, teacher, cfg):
         super().__init__(student, teacher)
         self.opts = cfg[self.cfg_node]
-        self.ce_loss_weight, self.feat_loss_weight = self.loss_weights(self.opts)
-
-    @staticmethod
-    def loss_weights(opts):
-        """(CE weight, feature weight) from the method's config node."""
-        return opts.LOSS.CE_WEIGHT, opts.LOSS.FEAT_WEIGHT
+        self.ce_loss_weight, self.feat_loss_weight = (get_key(self.opts, k) for k in self.loss_keys)
 
     def teacher_features(self, image):
         """The teacher's feature dict for ``image`` (one no-grad forward), usable in losses."""

@@ -12,10 +12,20 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from yacs.config import CfgNode as CN
+
+from ...utils.checks import check_at_least, check_positive, is_number
 from ...utils.errors import ConfigError
 from .. import register_distiller
 from . import losses
-from ._common import ConvReg, FeatureDistiller, model_label, probe_features, probe_size, require_methods
+from ._common import ConvReg, FeatureDistiller, loss_node, model_label, probe_features, probe_size, require_methods
+
+
+def check_input_size(cfg, name):
+    """``name.INPUT_SIZE`` is a pair of positive ints (the feature-shape probe's input)."""
+    size = list(cfg[name].INPUT_SIZE)
+    if len(size) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in size):
+        raise ConfigError(f"{name}.INPUT_SIZE must be two positive integers (height, width), got {size}")
 
 
 # ---------------------------------------------------------------------------------------
@@ -26,6 +36,17 @@ class FitNet(FeatureDistiller):
     """FitNets (Romero et al., ICLR 2015): regress stage ``FITNET.HINT_LAYER`` to the teacher's."""
 
     cfg_node = "FITNET"
+
+    @staticmethod
+    def defaults(c):
+        c.HINT_LAYER = 2  # index into feats["feats"] of the hinted stage (0..4)
+        c.INPUT_SIZE = (32, 32)  # input size used to probe the feature shapes
+        c.LOSS = loss_node(100.0)  # FEAT_WEIGHT: weight of the hint (MSE) term
+
+    @classmethod
+    def check_config(cls, cfg, used):
+        super().check_config(cfg, used)
+        check_input_size(cfg, "FITNET")
 
     def __init__(self, student, teacher, cfg):
         super().__init__(student, teacher, cfg)
@@ -78,6 +99,20 @@ class OFD(FeatureDistiller):
 
     cfg_node = "OFD"
 
+    @staticmethod
+    def defaults(c):
+        c.LOSS = loss_node(0.001)  # FEAT_WEIGHT: weight of the margin (partial L2) term
+        c.CONNECTOR = CN()
+        c.CONNECTOR.KERNEL_SIZE = 1  # kernel size of the student-to-teacher connector convs
+
+    @classmethod
+    def check_config(cls, cfg, used):
+        super().check_config(cfg, used)
+        check_at_least(cfg.OFD, "OFD", "CONNECTOR.KERNEL_SIZE", 1)
+        if cfg.OFD.CONNECTOR.KERNEL_SIZE % 2 == 0:
+            raise ConfigError(f"OFD.CONNECTOR.KERNEL_SIZE must be odd (the connectors keep the map size), "
+                              f"got {cfg.OFD.CONNECTOR.KERNEL_SIZE}")
+
     def __init__(self, student, teacher, cfg):
         super().__init__(student, teacher, cfg)
         require_methods("OFD", cfg, "student", student, ["get_stage_channels"])
@@ -128,6 +163,22 @@ class VID(FeatureDistiller):
     """
 
     cfg_node = "VID"
+
+    @staticmethod
+    def defaults(c):
+        c.LOSS = loss_node(1.0)  # FEAT_WEIGHT: weight of the variational (Gaussian NLL) term
+        c.EPS = 1e-5  # floor added to the predicted variance
+        c.INIT_PRED_VAR = 5.0  # initial (and, as in mdistiller, fixed) predicted variance
+        c.INPUT_SIZE = (32, 32)  # input size used to probe the feature shapes
+
+    @classmethod
+    def check_config(cls, cfg, used):
+        super().check_config(cfg, used)
+        check_positive(cfg.VID, "VID", ["EPS"])
+        if not is_number(cfg.VID.INIT_PRED_VAR) or cfg.VID.INIT_PRED_VAR <= cfg.VID.EPS:
+            raise ConfigError(f"VID.INIT_PRED_VAR must be a number above VID.EPS = {cfg.VID.EPS}, "
+                              f"got {cfg.VID.INIT_PRED_VAR}")
+        check_input_size(cfg, "VID")
 
     def __init__(self, student, teacher, cfg):
         super().__init__(student, teacher, cfg)
@@ -188,6 +239,30 @@ class ReviewKD(FeatureDistiller):
     IN_CHANNELS[-1])`` (mdistiller hard-codes 512, the default)."""
 
     cfg_node = "REVIEWKD"
+    loss_keys = ("CE_WEIGHT", "REVIEWKD_WEIGHT")
+
+    @staticmethod
+    def defaults(c):
+        c.CE_WEIGHT = 1.0  # weight of the cross-entropy term
+        c.REVIEWKD_WEIGHT = 1.0  # weight of the review (HCL) term
+        c.WARMUP_EPOCHS = 20  # epochs of linear warm-up of the review term
+        c.SHAPES = [1, 8, 16, 32]  # student fusion sizes, deepest (pooled) first
+        c.OUT_SHAPES = [1, 8, 16, 32]  # output sizes, deepest (pooled) first
+        c.IN_CHANNELS = [64, 128, 256, 256]  # student channels, shallowest first (last = pooled)
+        c.OUT_CHANNELS = [64, 128, 256, 256]  # teacher channels, shallowest first (last = pooled)
+        c.MAX_MID_CHANNEL = 512  # cap on the fusion width
+        c.STU_PREACT = False  # fuse the student's pre-ReLU stage outputs
+
+    @classmethod
+    def check_config(cls, cfg, used):
+        super().check_config(cfg, used)
+        c = cfg.REVIEWKD
+        check_at_least(c, "REVIEWKD", "WARMUP_EPOCHS", 1)
+        check_at_least(c, "REVIEWKD", "MAX_MID_CHANNEL", 1)
+        lengths = {k: len(c[k]) for k in ("SHAPES", "OUT_SHAPES", "IN_CHANNELS", "OUT_CHANNELS")}
+        if len(set(lengths.values())) != 1 or not c.SHAPES:
+            raise ConfigError(f"REVIEWKD.SHAPES, OUT_SHAPES, IN_CHANNELS and OUT_CHANNELS must be non-empty lists "
+                              f"of one length (one entry per fused stage), got lengths {lengths}")
 
     def __init__(self, student, teacher, cfg):
         super().__init__(student, teacher, cfg)
@@ -198,10 +273,6 @@ class ReviewKD(FeatureDistiller):
         n = len(o.IN_CHANNELS)
         self.abfs = nn.ModuleList(ABF(o.IN_CHANNELS[i], mid, o.OUT_CHANNELS[i], i < n - 1) for i in reversed(range(n)))
         self._check(cfg, probe_features(student, probe_size(cfg)), probe_features(teacher, probe_size(cfg)))
-
-    @staticmethod
-    def loss_weights(opts):
-        return opts.CE_WEIGHT, opts.REVIEWKD_WEIGHT
 
     def _student_inputs(self, feats):
         """Student stages (post- or pre-ReLU) and the pooled feature, deepest first."""

@@ -17,10 +17,14 @@ import math
 import torch
 import torch.nn as nn
 
+from yacs.config import CfgNode as CN
+
+from ...utils.checks import check_at_least, check_choice, check_non_negative, check_positive
 from ...utils.errors import ConfigError
 from .. import register_distiller
+from .._base import Need
 from . import losses
-from ._common import FeatureDistiller, model_label, probe_features, probe_size
+from ._common import FeatureDistiller, loss_node, model_label, probe_features, probe_size
 
 
 class Embed(nn.Module):
@@ -125,14 +129,39 @@ class ContrastSampler(nn.Module):
 class CRD(FeatureDistiller):
     """Contrastive representation distillation on pooled features.
 
-    Built with ``num_data`` (training-set size; the trainer passes it) and optionally
-    ``train_targets`` (else call :meth:`set_train_targets` before training). ``forward``
+    Declares ``Need.TRAIN_SET``: the builder passes ``num_data`` (training-set size) and
+    ``train_targets`` (without them, call :meth:`set_train_targets` before training). ``forward``
     takes ``index`` (dataset indices) and ``contrastive_index`` (from :meth:`prepare_batch`;
     drawn in the forward when absent).
     """
 
     cfg_node = "CRD"
-    needs_num_data = True
+    needs = frozenset({Need.TRAIN_SET})
+
+    @staticmethod
+    def defaults(c):
+        c.MODE = "exact"  # positive of each sample: itself (exact) or a sample of its class (relax)
+        c.FEAT = CN()
+        c.FEAT.DIM = 128  # embedding dimension
+        c.FEAT.STUDENT_DIM = 256  # channels of the student's pooled feature
+        c.FEAT.TEACHER_DIM = 256  # channels of the teacher's pooled feature
+        c.LOSS = loss_node(0.8)  # FEAT_WEIGHT: weight of the contrastive term
+        c.NCE = CN()
+        c.NCE.K = 16384  # negatives per sample
+        c.NCE.MOMENTUM = 0.5  # momentum of the memory-bank update
+        c.NCE.TEMPERATURE = 0.07  # temperature of the contrastive scores
+
+    @classmethod
+    def check_config(cls, cfg, used):
+        super().check_config(cfg, used)
+        c = cfg.CRD
+        check_choice(c, "CRD", "MODE", ("exact", "relax"))
+        for key in ("NCE.K", "FEAT.DIM", "FEAT.STUDENT_DIM", "FEAT.TEACHER_DIM"):
+            check_at_least(c, "CRD", key, 1)
+        check_positive(c, "CRD", ["NCE.TEMPERATURE"])
+        check_non_negative(c, "CRD", ["NCE.MOMENTUM"])
+        if c.NCE.MOMENTUM > 1:
+            raise ConfigError(f"CRD.NCE.MOMENTUM must be in [0, 1], got {c.NCE.MOMENTUM}")
 
     def __init__(self, student, teacher, cfg, num_data=None, train_targets=None):
         super().__init__(student, teacher, cfg)

@@ -1,8 +1,9 @@
-"""Combining methods: ``DISTILLER.TYPE`` plus the methods listed in ``DISTILLER.EXTRA``.
+"""The one builder: ``DISTILLER.TYPE`` alone, or combined with the methods of ``DISTILLER.EXTRA``.
 
-:func:`build_distiller` builds the main method and, when ``EXTRA`` is not empty, wraps it
-with the extra methods in a :class:`Combined` distiller. Every method shares the same
-student and teacher:
+:func:`build_distiller` builds any method through its :meth:`~Distiller.build` (which hands
+it what it declares in ``needs``) and, when ``EXTRA`` is not empty, joins the methods in a
+:class:`Combined` distiller; :func:`views_for_cfg` decides the run's views. Every method of a
+combination shares the same student and teacher:
 
 * **Loss terms.** The main method's terms keep their names. Each extra method's
   ``loss_ce`` is dropped (the main method already has the cross-entropy, with its own
@@ -10,20 +11,20 @@ student and teacher:
   ``loss_kd`` becomes ``reviewkd_loss_kd``), each weighted by that method's own config.
 * **Views.** The run uses the largest number of views of the methods; in a two-view run a
   one-view method gets ``image = image_weak``.
-* **Forwards.** The teacher runs once per step over all views; the student runs once per
-  distinct input tensor (methods calling it on the same view share the output).
+* **Forwards.** The teacher runs once per step over all views, through the combination's
+  cached, BN-folded (optionally compiled) path (:meth:`Distiller._run_teacher`); the
+  student runs once per distinct input tensor (methods calling it on the same view share
+  the output).
 * **Checkpoint layout.** ``student.*``, ``teacher.*``, the main method's own modules under
   ``main.*`` and each extra's under ``extras.<NAME>.*``.
 * The teacher stays in eval mode (OFD alone trains with a train-mode teacher).
 """
 
-import torch
 import torch.nn as nn
 
-from ...utils.errors import ConfigError
-from .. import DISTILLERS
-from .._base import Distiller
-from ._common import tree_map
+from ..utils.errors import ConfigError
+from . import DISTILLERS
+from ._base import Distiller, Need
 
 
 def method_names(cfg):
@@ -35,27 +36,36 @@ def method_names(cfg):
     return names
 
 
+def method_classes(cfg):
+    """The classes of the run's methods (UnknownNameError for a name not registered)."""
+    return [DISTILLERS[name] for name in method_names(cfg)]
+
+
 def views_for_cfg(cfg):
     """Number of augmented views the run needs (the most of any of its methods)."""
-    return max(DISTILLERS[name].views_for(cfg) for name in method_names(cfg))
+    return max(cls.views_for(cfg) for cls in method_classes(cfg))
 
 
-def build_distiller(cfg, student, teacher, **kwargs):
+def uses_teacher(cfg):
+    """Whether any of the run's methods uses a teacher (else none is loaded)."""
+    return any(cls.uses_teacher for cls in method_classes(cfg))
+
+
+def build_distiller(cfg, student, teacher, train_set=None):
     """Build ``DISTILLER.TYPE`` (and the ``DISTILLER.EXTRA`` methods) on student and teacher.
 
-    ``kwargs`` (e.g. ``num_data``, ``train_targets``) go to the methods that declare
-    ``needs_num_data = True`` (CRD). Returns the method itself when ``EXTRA`` is empty.
+    ``train_set`` (a :class:`~mdistiller.distillers.TrainingSet` or a dataset spec) goes to
+    the methods that declare ``Need.TRAIN_SET`` (CRD). Returns the method itself when
+    ``EXTRA`` is empty, else a :class:`Combined` distiller.
     """
     names = method_names(cfg)
+    classes = method_classes(cfg)
     if len(names) > 1 and teacher is None:
         raise ConfigError(f"DISTILLER.EXTRA {names[1:]} needs a teacher; set DISTILLER.TEACHER")
-    parts = []
-    for name in names:
-        cls = DISTILLERS[name]
-        parts.append(cls(student, teacher, cfg, **(kwargs if getattr(cls, "needs_num_data", False) else {})))
+    parts = [cls.build(student, teacher, cfg, train_set) for cls in classes]
     if len(parts) == 1:
         return parts[0]
-    return Combined(parts, names, [DISTILLERS[n].views_for(cfg) for n in names])
+    return Combined(student, teacher, parts, names, [cls.views_for(cfg) for cls in classes])
 
 
 class _SharedCall:
@@ -80,45 +90,46 @@ class _SharedCall:
         return getattr(self.__dict__["module"], name)
 
 
-class _TeacherMemo:
-    """The teacher's outputs for this step's views, from one forward over all of them."""
+class _Shared:
+    """What the parts of a combination share (see :meth:`Distiller.join`): the host's
+    student (one forward per distinct input per step) and its teacher path (one forward
+    over all of the step's views, memoised by view)."""
 
-    def __init__(self, teacher):
-        self.teacher, self.memo = teacher, []
+    def __init__(self, host):
+        self.host, self.student, self.teacher_memo = host, _SharedCall(host.student), []
 
-    @torch.no_grad()
-    def run(self, *images):
-        """``[(logits, feats)]`` per image, from one inference-mode forward over all."""
-        with torch.inference_mode():
-            out = self.teacher(images[0] if len(images) == 1 else torch.cat(images))
-        out = tree_map(torch.clone, out)  # normal tensors, usable next to autograd ones
-        sizes = [im.shape[0] for im in images]
-        return [tree_map(lambda t, i=i: t.split(sizes)[i], out) for i in range(len(images))]
+    def model(self, name):
+        return self.student if name == "student" else self.host.teacher
 
-    def forward(self, *images):
-        """Drop-in ``teacher_forward``: memoised views by identity, else a fresh forward."""
-        found = [next((out for seen, out in self.memo if seen is im), None) for im in images]
-        return found if all(f is not None for f in found) else self.run(*images)
+    def teacher_forward(self, *images, features=True):
+        """The step's memoised outputs for views seen by identity, else a fresh forward
+        through the host's teacher path."""
+        found = [next((out for seen, out in self.teacher_memo if seen is im), None) for im in images]
+        if all(f is not None for f in found):
+            return found
+        return Distiller.teacher_forward(self.host, *images, features=features)
+
+    def begin_step(self, views):
+        self.teacher_memo = list(zip(views, Distiller.teacher_forward(self.host, *views)))
+        self.student.memo = []
+
+    def end_step(self):
+        self.teacher_memo, self.student.memo = [], None
 
 
 class Combined(Distiller):
     """The main distiller plus extra ones, summing their loss terms (see the module doc)."""
 
-    def __init__(self, parts, names, views):
-        main, extras = parts[0], parts[1:]
-        super().__init__(main.student, main.teacher)
+    def __init__(self, student, teacher, parts, names, views):
+        super().__init__(student, teacher)
         self.names, self.views = list(names), list(views)
         self.num_views = max(views)
-        self.needs_num_data = any(getattr(p, "needs_num_data", False) for p in parts)
-        self._student = _SharedCall(self.student)
-        self._teacher = _TeacherMemo(self.teacher)
-        for p in parts:  # share the top-level student/teacher instead of owning copies
-            del p._modules["student"], p._modules["teacher"]
-            object.__setattr__(p, "student", self._student)
-            object.__setattr__(p, "teacher", self.teacher)
-            object.__setattr__(p, "teacher_forward", self._teacher.forward)
-        self.main = main
-        self.extras = nn.ModuleDict(zip(names[1:], extras))
+        self.needs = frozenset().union(*(p.needs for p in parts))
+        self.shared = _Shared(self)  # a plain object (not a module): the parts reach the models through it
+        for p in parts:
+            p.join(self.shared)
+        self.main = parts[0]
+        self.extras = nn.ModuleDict(zip(names[1:], parts[1:]))
 
     @classmethod
     def views_for(cls, cfg):
@@ -134,21 +145,20 @@ class Combined(Distiller):
         return self
 
     def set_train_targets(self, targets):
+        """Hand the training targets to the parts that need the training set (CRD)."""
         for _, part, _ in self.parts():
-            if hasattr(part, "set_train_targets"):
+            if Need.TRAIN_SET in part.needs:
                 part.set_train_targets(targets)
 
     def prepare_batch(self, batch):
         for _, part, _ in self.parts():
-            if hasattr(part, "prepare_batch"):
-                batch = part.prepare_batch(batch)
+            batch = part.prepare_batch(batch)
         return batch
 
     def forward_train(self, **batch):
         views = [batch[k] for k in ("image", "image_weak", "image_strong") if batch.get(k) is not None]
         one_view = batch if "image" in batch else {**batch, "image": batch.get("image_weak")}
-        self._teacher.memo = list(zip(views, self._teacher.run(*views)))
-        self._student.memo = []
+        self.shared.begin_step(views)
         try:
             losses = {}
             for i, (name, part, n_views) in enumerate(self.parts()):
@@ -159,5 +169,5 @@ class Combined(Distiller):
                 else:
                     losses.update({f"{name.lower()}_{k}": v for k, v in terms.items() if k != "loss_ce"})
         finally:
-            self._teacher.memo, self._student.memo = [], None
+            self.shared.end_step()
         return logits, losses
