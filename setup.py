@@ -6,6 +6,17 @@ here = os.path.dirname(os.path.abspath(__file__))
 with open(os.path.join(here, "requirements.txt")) as f:
     requirements = [line.strip() for line in f if line.strip() and not line.startswith("#")]
 
+# command -> function (each takes argv, returns the exit code); tools/*.py keep working
+CONSOLE_SCRIPTS = [
+    "mdistiller-train = mdistiller.cli.train:main",
+    "mdistiller-eval = mdistiller.cli.eval:main",
+    "mdistiller-sweep = mdistiller.cli.sweep:main",
+    "mdistiller-summarize = mdistiller.cli.summarize:main",
+    "mdistiller-download = mdistiller.cli.download:main",
+    "mdistiller-demo = mdistiller.cli.demo:main",
+    "mdistiller-benchmark = mdistiller.cli.benchmark:main",
+]
+
 setup(
     name="mdistiller",
     version="0.2.0",
@@ -15,4 +26,5 @@ setup(
     python_requires=">=3.9",
     install_requires=requirements,
     extras_require={"test": ["pytest>=7", "hypothesis>=6"]},
+    entry_points={"console_scripts": CONSOLE_SCRIPTS},
 )

@@ -84,3 +84,39 @@ def one_thread():
 @pytest.fixture
 def reference():
     return load_reference
+
+
+PLUGIN_MODULE_PREFIXES = ("mdistiller_plugin_", "mdistiller.distillers.", "plugin_test_")
+
+
+@contextlib.contextmanager
+def methods_restored():
+    """Undo the distiller registrations, config nodes and plugin imports made in the block,
+    so the next load sees what a fresh process would."""
+    import sys
+
+    from mdistiller import distillers
+    from mdistiller.engine.defaults import CFG
+
+    items, owners = dict(distillers.DISTILLERS._items), dict(distillers._NODE_OWNERS)
+    nodes, modules = {k: CFG[k] for k in CFG}, set(sys.modules)
+    try:
+        yield
+    finally:
+        distillers.DISTILLERS._items.clear()
+        distillers.DISTILLERS._items.update(items)
+        distillers._NODE_OWNERS.clear()
+        distillers._NODE_OWNERS.update(owners)
+        for key in [k for k in CFG if k not in nodes]:
+            del CFG[key]
+        CFG.update(nodes)
+        for name in set(sys.modules) - modules:
+            if name.startswith(PLUGIN_MODULE_PREFIXES):
+                del sys.modules[name]
+
+
+@pytest.fixture
+def restore_methods():
+    """Registrations and plugin imports of the test are undone afterwards."""
+    with methods_restored():
+        yield methods_restored

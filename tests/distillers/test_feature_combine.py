@@ -93,3 +93,24 @@ def test_teacher_stays_in_eval_mode_with_ofd_as_extra():
 def test_bad_extra_lists(extra, error):
     with pytest.raises(error):
         setup("KD", extra)
+
+
+def test_combined_teacher_runs_the_cached_bn_folded_path():
+    torch.manual_seed(0)
+    cfg = load_cfg(opts=[*PAIR, "DISTILLER.TYPE", "SLD", "DISTILLER.EXTRA", "['FITNET']"])
+    student, teacher = (cifar_model_dict[n][0](num_classes=100) for n in ("resnet8", "resnet32"))
+    d = build_distiller(cfg, student, teacher).train()
+    b = {k: v.float() if torch.is_tensor(v) and v.is_floating_point() else v for k, v in batch(2).items()}
+    d(**b)
+    folded = d.__dict__["_teacher_cache"]["model"]
+    assert isinstance(folded, torch.fx.GraphModule)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    calls = []
+    folded.register_forward_hook(lambda *_: calls.append(1))
+    _, losses = d(**b)
+    # the next step reuses the cached copy: one forward over both views serves both methods
+    assert calls == [1] and d.__dict__["_teacher_cache"]["model"] is folded
+    assert "fitnet_loss_kd" in losses
+    parts = [d.main, *d.extras.values()]
+    assert all("_teacher_cache" not in p.__dict__ and "teacher" not in p._modules for p in parts)
+    assert all(p.teacher is d.teacher for p in parts)
