@@ -89,34 +89,40 @@ def reference():
 PLUGIN_MODULE_PREFIXES = ("mdistiller_plugin_", "mdistiller.distillers.", "plugin_test_")
 
 
-@contextlib.contextmanager
-def methods_restored():
-    """Undo the distiller registrations, config nodes and plugin imports made in the block,
-    so the next load sees what a fresh process would."""
-    import sys
+class MethodsSnapshot:
+    """The distiller registry, the config nodes and the loaded modules at creation;
+    :meth:`restore` undoes the registrations and plugin imports made since (what a fresh
+    process would see)."""
 
-    from mdistiller import distillers
-    from mdistiller.engine.defaults import CFG
+    def __init__(self):
+        import sys
 
-    items, owners = dict(distillers.DISTILLERS._items), dict(distillers._NODE_OWNERS)
-    nodes, modules = {k: CFG[k] for k in CFG}, set(sys.modules)
-    try:
-        yield
-    finally:
-        distillers.DISTILLERS._items.clear()
-        distillers.DISTILLERS._items.update(items)
-        distillers._NODE_OWNERS.clear()
-        distillers._NODE_OWNERS.update(owners)
-        for key in [k for k in CFG if k not in nodes]:
-            del CFG[key]
-        CFG.update(nodes)
-        for name in set(sys.modules) - modules:
+        from mdistiller import distillers
+        from mdistiller.engine.defaults import CFG
+
+        self.distillers, self.cfg = distillers, CFG
+        self.items, self.owners = dict(distillers.DISTILLERS._items), dict(distillers._NODE_OWNERS)
+        self.nodes, self.modules = {k: CFG[k] for k in CFG}, set(sys.modules)
+
+    def restore(self):
+        import sys
+
+        self.distillers.DISTILLERS._items.clear()
+        self.distillers.DISTILLERS._items.update(self.items)
+        self.distillers._NODE_OWNERS.clear()
+        self.distillers._NODE_OWNERS.update(self.owners)
+        for key in [k for k in self.cfg if k not in self.nodes]:
+            del self.cfg[key]
+        self.cfg.update(self.nodes)
+        for name in set(sys.modules) - self.modules:
             if name.startswith(PLUGIN_MODULE_PREFIXES):
                 del sys.modules[name]
 
 
 @pytest.fixture
 def restore_methods():
-    """Registrations and plugin imports of the test are undone afterwards."""
-    with methods_restored():
-        yield methods_restored
+    """Registrations and plugin imports of the test are undone afterwards (and whenever the
+    test calls ``restore()`` on the snapshot it gets)."""
+    snapshot = MethodsSnapshot()
+    yield snapshot
+    snapshot.restore()
