@@ -99,7 +99,11 @@ class _Shared:
         self.host, self.student, self.teacher_memo = host, _SharedCall(host.student), []
 
     def model(self, name):
-        return self.student if name == "student" else self.host.teacher
+        if name == "teacher":
+            return self.host.teacher
+        if self.student.module is not self.host.student:  # the host's student was replaced
+            self.student = _SharedCall(self.host.student)
+        return self.student
 
     def teacher_forward(self, *images, features=True):
         """The step's memoised outputs for views seen by identity, else a fresh forward
