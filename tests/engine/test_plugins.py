@@ -27,7 +27,8 @@ def test_a_file_plugin_is_relative_to_the_config_file_naming_it(tmp_path, restor
     (folder / "sub").mkdir()
     shutil.copy(EXAMPLE, folder / "methods" / "my_kd.py")
     (folder / "base.yaml").write_text("EXPERIMENT:\n  PLUGINS: ['methods/my_kd.py']\n")
-    (folder / "sub" / "run.yaml").write_text("_BASE_: ../base.yaml\nDISTILLER:\n  TYPE: MYKD\nMYKD:\n  TEMPERATURE: 2.0\n")
+    (folder / "sub" / "run.yaml").write_text(
+        "_BASE_: ../base.yaml\nDISTILLER:\n  TYPE: MYKD\nMYKD:\n  TEMPERATURE: 2.0\n")
     cfg = load_cfg(str(folder / "sub" / "run.yaml"))
     assert list(cfg.EXPERIMENT.PLUGINS) == [str(folder / "methods" / "my_kd.py")]
     assert cfg.MYKD.TEMPERATURE == 2.0 and cfg.MYKD.WEIGHT == 1.0 and "MYKD" in CFG
