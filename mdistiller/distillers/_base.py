@@ -118,6 +118,11 @@ class Distiller(nn.Module):
             return cls(student, teacher, cfg, num_data=train_set.num_train, train_targets=train_set.train_targets)
         return cls(student, teacher, cfg)
 
+    def check_epoch(self, epoch):
+        """TypeError when the method declares ``Need.EPOCH`` and the step gave no epoch."""
+        if epoch is None and Need.EPOCH in self.needs:
+            raise TypeError(f"{type(self).__name__}.forward_train needs the epoch (epoch=...)")
+
     def join(self, shared):
         """Make this method a part of a combination: the combination owns the student and the
         teacher (they leave this module, so they are saved, moved and counted once), and

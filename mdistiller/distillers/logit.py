@@ -41,8 +41,7 @@ class LogitDistiller(Distiller):
         return views
 
     def forward_train(self, target, epoch=None, image=None, image_weak=None, image_strong=None, **kwargs):
-        if Need.EPOCH in self.needs and epoch is None:
-            raise TypeError(f"{type(self).__name__}.forward_train needs the epoch (epoch=...)")
+        self.check_epoch(epoch)
         views = self._views(image, image_weak, image_strong)
         student = [self.student(v)[0] for v in views]
         teacher = self.teacher_logits(*views) if self.teacher is not None else []

@@ -87,6 +87,7 @@ class FeatureDistiller(Distiller):
         raise NotImplementedError
 
     def forward_train(self, image=None, target=None, image_weak=None, **kwargs):
+        self.check_epoch(kwargs.get("epoch"))
         image = image_weak if image is None else image
         if image is None:
             raise DataError(f"{type(self).__name__} trains on 'image' (or 'image_weak') but the batch has neither")

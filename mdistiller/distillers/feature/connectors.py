@@ -17,6 +17,7 @@ from yacs.config import CfgNode as CN
 from ...utils.checks import check_at_least, check_positive, is_number
 from ...utils.errors import ConfigError
 from .. import register_distiller
+from .._base import Need
 from . import losses
 from ._common import ConvReg, FeatureDistiller, loss_node, model_label, probe_features, probe_size, require_methods
 
@@ -239,6 +240,7 @@ class ReviewKD(FeatureDistiller):
     IN_CHANNELS[-1])`` (mdistiller hard-codes 512, the default)."""
 
     cfg_node = "REVIEWKD"
+    needs = frozenset({Need.EPOCH})  # the warm-up
     loss_keys = ("CE_WEIGHT", "REVIEWKD_WEIGHT")
 
     @staticmethod
