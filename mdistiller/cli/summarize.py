@@ -29,6 +29,7 @@ import warnings
 from dataclasses import dataclass, field
 
 from ..engine.cfg import ConfigWarning, cfg_to_dict, load_cfg
+from ..engine.loggers import read_metrics
 from ..utils.errors import DataError, MdistillerError
 from .common import add_debug_flag, run_tool
 
@@ -43,24 +44,6 @@ STATS = [("best_top1", "best top-1"), ("last_top1", "last top-1"),
 # ---------------------------------------------------------------------------------------
 # Reading run folders
 # ---------------------------------------------------------------------------------------
-def read_metrics(run_dir):
-    """Per-epoch records of ``run_dir/metrics.jsonl``, one per epoch (the last written wins),
-    sorted by epoch; an unparsable line (a write cut short by a crash) is skipped."""
-    path = os.path.join(run_dir, "metrics.jsonl")
-    if not os.path.isfile(path):
-        return []
-    by_epoch = {}
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(record, dict) and isinstance(record.get("epoch"), int):
-                by_epoch[record["epoch"]] = record
-    return [by_epoch[e] for e in sorted(by_epoch)]
-
-
 def flatten(tree, prefix=""):
     """``{"A": {"B": 1}}`` -> ``{"A.B": 1}``."""
     out = {}

@@ -34,6 +34,9 @@ def build_teacher(cfg, family, num_classes):
     if not path:
         how = "e.g. torchvision's weights saved as {'model': state_dict}" if family == "imagenet" else CKPT_FIX
         raise CheckpointError(f"no teacher checkpoint for {name}: set DISTILLER.TEACHER_CKPT to a file ({how})")
+    if os.path.isdir(path):
+        raise CheckpointError(f"teacher checkpoint '{path}' is a folder; set DISTILLER.TEACHER_CKPT to the "
+                              f"checkpoint file inside it")
     if not os.path.isfile(path):
         raise CheckpointError(f"teacher checkpoint '{path}' not found; {CKPT_FIX}")
     return load_model_weights(teacher, path, name, part="student")
@@ -101,6 +104,9 @@ def build_run(cfg, ctx, seed=0):
     """
     for name in [cfg.DISTILLER.TYPE] + list(cfg.DISTILLER.EXTRA):
         distiller_class(name)  # unknown names fail before any data is read
+    if cfg.DISTILLER.TYPE == "NONE" and cfg.DISTILLER.EXTRA:
+        raise ConfigError(f"DISTILLER.EXTRA {list(cfg.DISTILLER.EXTRA)} needs a teacher, but DISTILLER.TYPE NONE "
+                          f"trains without one; set DISTILLER.TYPE to a distiller (e.g. KD) or DISTILLER.EXTRA []")
     spec = get_dataset(cfg)
     family = spec.model_family
     MODEL_FAMILIES[family][cfg.DISTILLER.STUDENT]
