@@ -12,7 +12,7 @@ import sys
 from torch.utils.data import DataLoader
 
 from ..engine.cfg import load_cfg
-from ..utils.errors import CheckpointError
+from ..utils.errors import CheckpointError, ConfigError
 from .common import add_debug_flag, user_errors
 
 
@@ -33,6 +33,12 @@ def parse_args(argv):
 def resolve(args):
     """(cfg, model name, checkpoint path) from the flags, reading a run folder if given."""
     cfg_path, ckpt = args.cfg or None, args.ckpt
+    if args.workers < 0:
+        raise ConfigError(f"--workers must be >= 0 (0 = load in the main process), got {args.workers}")
+    if args.batch_size < 1:
+        raise ConfigError(f"-bs/--batch-size must be at least 1, got {args.batch_size}")
+    if ckpt != "pretrain" and not os.path.exists(ckpt):
+        raise CheckpointError(f"checkpoint -c '{ckpt}' does not exist; give a checkpoint file, a run folder or 'pretrain'")
     if os.path.isdir(ckpt):
         run_cfg = os.path.join(ckpt, "config.yaml")
         best = os.path.join(ckpt, "student_best")

@@ -78,7 +78,10 @@ class Run:
         return self.epochs_done >= self.epochs_total
 
     def curve(self, key="test_acc"):
-        return {r["epoch"]: r[key] for r in self.records if key in r}
+        """Epoch -> value of ``key``; a value that is not a number (a hand-edited or foreign
+        record) is left out."""
+        return {r["epoch"]: float(r[key]) for r in self.records
+                if isinstance(r.get(key), (int, float)) and not isinstance(r.get(key), bool)}
 
     def stat(self, name):
         """``best_top1``, ``last_top1``, ``best_top5`` or ``last_top5`` (nan if no epoch)."""
@@ -114,6 +117,8 @@ def load_runs(root):
             runs.append(load_run(d))
         except MdistillerError as e:
             print(f"warning: skipping {d}: {e}", file=sys.stderr)
+        except (OSError, ValueError, KeyError, TypeError) as e:  # unreadable or foreign files
+            print(f"warning: skipping {d}: cannot read it ({type(e).__name__}: {str(e)[:120]})", file=sys.stderr)
     return runs
 
 
@@ -377,7 +382,14 @@ def summarize(args):
     formatter = format_csv if args.csv else format_markdown if args.markdown else format_text
     sys.stdout.write(formatter(groups, varying))
     if args.plot is not None:
-        for path in write_plots(groups, varying, args.plot or args.root):
+        out_dir = args.plot or args.root
+        try:
+            paths = write_plots(groups, varying, out_dir)
+        except OSError as e:
+            reason = os.strerror(e.errno) if e.errno else str(e)
+            raise DataError(f"cannot write plots into '{out_dir}': {reason}; pass --plot DIR with a writable "
+                            f"folder") from None
+        for path in paths:
             print(f"wrote {path}", file=sys.stderr)
     return 0
 

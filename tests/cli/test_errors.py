@@ -171,7 +171,8 @@ def test_eval_errors_are_one_line(tmp_path, capsys):
     one_line_error(capsys, eval_main(["-c", str(tmp_path), "-d", "synthetic"]), r"has no student_best checkpoint")
     one_line_error(capsys, eval_main(["-m", "resnet8", "-c", str(tmp_path / "x.pth"), "-d", "synthetic"]),
                    r"checkpoint .*x.pth' does not exist")
-    one_line_error(capsys, eval_main(["-m", "resnet_nope", "-c", str(tmp_path / "x.pth"), "-d", "synthetic"]),
+    make_teacher(tmp_path / "y.pth")
+    one_line_error(capsys, eval_main(["-m", "resnet_nope", "-c", str(tmp_path / "y.pth"), "-d", "synthetic"]),
                    r"unknown CIFAR model 'resnet_nope'")
 
 
