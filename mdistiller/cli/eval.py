@@ -13,11 +13,11 @@ from torch.utils.data import DataLoader
 
 from ..engine.cfg import load_cfg
 from ..utils.errors import CheckpointError, ConfigError
-from .common import add_debug_flag, user_errors
+from .common import ArgumentParser, add_debug_flag, user_errors
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(description="Evaluate a classifier checkpoint on a validation set.")
+    p = ArgumentParser(description="Evaluate a classifier checkpoint on a validation set.")
     p.add_argument("-m", "--model", type=str, default="", help="model registry name (default: from the run folder)")
     p.add_argument("-c", "--ckpt", type=str, default="pretrain", help="checkpoint file, run folder, or 'pretrain'")
     p.add_argument("-d", "--dataset", type=str, default="", help="dataset registry name (default cifar100)")

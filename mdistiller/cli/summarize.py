@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from ..engine.cfg import ConfigWarning, cfg_to_dict, load_cfg
 from ..engine.loggers import read_metrics
 from ..utils.errors import DataError, MdistillerError
-from .common import add_debug_flag, run_tool
+from .common import ArgumentParser, add_debug_flag, run_tool
 
 IGNORED_KEYS = ("EXPERIMENT.SEED", "EXPERIMENT.NAME", "EXPERIMENT.TAG")
 IGNORED_PREFIXES = ("LOG.",)
@@ -360,7 +360,7 @@ def write_plots(groups, varying, out_dir):
 # ---------------------------------------------------------------------------------------
 def parse_args(argv=None):
     summary, details = __doc__.split("\n\n", 1)
-    p = argparse.ArgumentParser(description=summary, epilog=details,
+    p = ArgumentParser(description=summary, epilog=details,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("root", help="project folder (LOG.PREFIX/EXPERIMENT.PROJECT); searched recursively")
     fmt = p.add_mutually_exclusive_group()

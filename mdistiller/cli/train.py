@@ -16,7 +16,7 @@ import torch
 from ..engine.cfg import cfg_to_dict, diff_cfg, get_key, load_cfg
 from ..engine.runfolder import RunFolderError, run_dir_of
 from ..utils.errors import CheckpointError, ConfigError, MdistillerError
-from .common import add_debug_flag, user_errors
+from .common import ArgumentParser, add_debug_flag, user_errors
 
 # keys a resumed run may change: logging, workers, device, more epochs, and what a user
 # needs after a non-finite loss (a lower learning rate, no mixed precision)
@@ -26,7 +26,7 @@ FLAGS = ("--resume", "--overwrite", "--debug")
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(description="Train or distil an image classifier.")
+    p = ArgumentParser(description="Train or distil an image classifier.")
     p.add_argument("--cfg", type=str, default="", help="YAML config file")
     p.add_argument("--resume", action="store_true", help="continue the run in the config's run folder")
     p.add_argument("--overwrite", action="store_true", help="delete an existing run folder and start afresh")
@@ -203,12 +203,13 @@ def train(cfg, args, argv):
                               f"less than one batch of SOLVER.BATCH_SIZE {cfg.SOLVER.BATCH_SIZE}; raise DATASET.SUBSET "
                               f"or lower SOLVER.BATCH_SIZE")
         ctx.barrier()
+        logger = None
         if ctx.is_main:
             folder.prepare_fresh()
-            started = True
+            logger = RunLogger(cfg, run_dir, resume=state is not None)  # fails early without wandb credentials
             write_start_files(run_dir, cfg, args, argv, ctx, state, changes)
+        started = True
         ctx.barrier()
-        logger = RunLogger(cfg, run_dir, resume=state is not None) if ctx.is_main else None
         trainer = Trainer(cfg, distiller, loaders, transforms, ctx, run_dir=run_dir, logger=logger,
                           generator=generator)
         dry_run(trainer, distiller, cfg)
@@ -253,7 +254,10 @@ def train(cfg, args, argv):
         if isinstance(e, MdistillerError):
             raise
         path = getattr(e, "filename", None) or run_dir
-        then = f"then continue with: {command(args, ctx.world_size if ctx else 1)}"
+        resumable = any(os.path.isfile(os.path.join(run_dir, f)) for f in ("latest", "interrupted"))
+        world = ctx.world_size if ctx else 1
+        then = (f"then continue with: {command(args, world)}" if resumable
+                else f"then start again with: {command(args, world, resume=False)}")
         raise RunFolderError(describe_os_error(e, path, then=then)) from e
     finally:
         folder.close(failed_early=not started)

@@ -19,7 +19,11 @@ class RunLogger:
 
             self.tb = SummaryWriter(os.path.join(run_dir, "train.events"))
         if cfg.LOG.WANDB:
-            self.wandb = self._start_wandb(cfg, resume)
+            try:
+                self.wandb = self._start_wandb(cfg, resume)
+            except ConfigError:
+                self.close()
+                raise
 
     def _start_wandb(self, cfg, resume):
         fix = "run 'wandb login', set WANDB_MODE=offline, or set LOG.WANDB False"

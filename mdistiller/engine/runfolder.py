@@ -139,12 +139,15 @@ def create(run_dir):
 
 
 def remove_created(created):
-    """Undo :func:`create` for a start that failed before writing anything of the run."""
+    """Undo :func:`create` for a start that failed before the run began: the folders this
+    process created (the run folder, if it carries the marker, and then empty parents)."""
     for d in created:
-        leftovers = set(os.listdir(d)) - {MARKER, LOCK} if os.path.isdir(d) else set()
-        if leftovers:
-            return
-        shutil.rmtree(d, ignore_errors=True)
+        if not os.path.isdir(d):
+            continue
+        if d == created[0] and is_run_folder(d):
+            shutil.rmtree(d, ignore_errors=True)
+        elif not os.listdir(d):
+            os.rmdir(d)
 
 
 def clear(run_dir, keep=(LOCK, MARKER)):
@@ -243,9 +246,10 @@ class EpochCommit:
         except CheckpointError as e:
             if not hasattr(e, "reason"):
                 raise
-            before = f"epoch {epoch - 1}" if epoch > 1 else "no epoch yet (--resume starts the run again)"
-            raise CheckpointError(f"could not save epoch {epoch} in '{self.run_dir}': {e.reason}; the run folder "
-                                  f"holds {before}, whole; {e.hint}, then continue with --resume") from e
+            before = (f"the run folder holds epoch {epoch - 1}, whole" if epoch > 1
+                      else "no epoch was saved yet (--resume starts the run again)")
+            raise CheckpointError(f"could not save epoch {epoch} in '{self.run_dir}': {e.reason}; {before}; "
+                                  f"{e.hint}, then continue with --resume") from e
         roll_forward(self.run_dir, epoch)
         _unlink(self.path("interrupted"))
         write_metrics(self.run_dir, state.get("history", []))
