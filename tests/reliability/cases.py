@@ -323,7 +323,7 @@ COMMIT = ["EXPERIMENT.DETERMINISTIC", "True", "SOLVER.EPOCHS", "2", "LOG.SAVE_CH
 def commit_fault(env, ref, i, kind, accs=(50.0, 60.0)):
     """A kill or ENOSPC at write point ``i`` of epoch 2's commit, then --resume: every
     epoch once in metrics.jsonl, student_best = the best epoch's, bit-exact end state."""
-    name = f"{kind}{i}"
+    name = f"commit-{kind}{i}"
     argv = env.argv(name, *COMMIT)
     with pytest.MonkeyPatch.context() as mp:
         fixed_accuracy(mp, accs)
@@ -561,3 +561,39 @@ FAULTS = [fault_nan_before_first_checkpoint, fault_nan_then_lower_lr, fault_seco
           fault_signal_during_startup, fault_disk_full_first_commit, fault_stale_lock, fault_stale_interrupted,
           fault_corrupt_interrupted, fault_leftover_tmp, fault_torn_metrics, fault_resume_flag_after_pairs,
           fault_summarize_damaged_runs]
+
+
+def fault_real_sigkill_and_lock(env):
+    """Through the real tool in a subprocess: while it trains, a second start and a --resume
+    of the same folder are refused (the lock names its PID); after SIGKILL, --resume takes
+    the stale lock over and finishes with every epoch recorded once."""
+    import subprocess
+    import time
+
+    from tests.conftest import REPO_ROOT
+
+    argv = env.argv("killed", "SOLVER.EPOCHS", "400")
+    d = run_dir(env.tmp, "killed")
+    tool = os.path.join(REPO_ROOT, "tools", "train_ours.py")
+    proc = subprocess.Popen([sys.executable, tool] + argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+    try:
+        t0 = time.time()
+        while not os.path.exists(os.path.join(d, "latest")) and proc.poll() is None and time.time() - t0 < 120:
+            time.sleep(0.1)
+        assert proc.poll() is None, proc.communicate()
+        for flags in ([], ["--resume"], ["--overwrite"]):
+            code, _, err = call("train", flags + argv)
+            check_one_line(code, err, rf"'{re.escape(d)}' is in use by process {proc.pid} on ")
+    finally:
+        proc.kill()
+        proc.wait()
+    done = load_checkpoint(os.path.join(d, "latest"))["epoch"]
+    code, out, err = call("train", ["--resume"] + argv + ["SOLVER.EPOCHS", str(done + 1)])
+    assert code == 0, err
+    assert f"locked by process {proc.pid}" in out and "taking it over" in out
+    assert [r["epoch"] for r in metrics(env.tmp, "killed")] == list(range(1, done + 2))
+    assert not [f for f in os.listdir(d) if f.endswith((".tmp", ".stage"))]
+
+
+REAL_FAULTS = [fault_real_sigkill_and_lock]
