@@ -6,9 +6,11 @@ checked before the first step and reported as one line on stderr.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import shlex
+import signal
 import sys
 
 import torch
@@ -265,11 +267,29 @@ def train(cfg, args, argv):
             shutdown_distributed()
 
 
+@contextlib.contextmanager
+def startup_signals():
+    """SIGTERM before the trainer's own handlers (during start-up) ends like Ctrl-C: the
+    folder a failed start created is removed and one line says how to start again."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        old = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     # under torchrun, rank 0 alone prints warnings
-    with user_errors(args.debug, quiet=os.environ.get("RANK", "0") != "0") as result:
+    with user_errors(args.debug, quiet=os.environ.get("RANK", "0") != "0") as result, startup_signals():
         try:
             cfg = load_cfg(args.cfg or None, args.opts)
             result["code"] = train(cfg, args, argv)

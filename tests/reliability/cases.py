@@ -424,8 +424,9 @@ def fault_signal_during_startup(env):
 
     argv = ["--cfg", env.file("with space.yaml", "SOLVER:\n  EPOCHS: 1\n")] + env.argv("start")
     with pytest.MonkeyPatch.context() as mp:
-        def interrupted(*a, **k):
-            raise KeyboardInterrupt
+        def interrupted(*a, **k):  # SIGTERM while the run is being built
+            os.kill(os.getpid(), signal.SIGTERM)
+            raise AssertionError("SIGTERM was not turned into a clean stop")
 
         mp.setattr(build, "build_run", interrupted)
         code, _, err = call("train", argv)
