@@ -27,9 +27,11 @@ def save_checkpoint(obj, path):
     """
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    out = None
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            out = _KeepWriteError(f)
+            torch.save(obj, out)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -40,6 +42,7 @@ def save_checkpoint(obj, path):
             pass
         from .runfolder import is_disk_full
 
+        e = getattr(out, "error", None) or e  # torch.save reports a failed write as "unexpected pos"
         if is_disk_full(e):
             reason, hint = "no space left on device", "free space on that disk (or set LOG.PREFIX to a disk with room)"
         else:
@@ -51,6 +54,24 @@ def save_checkpoint(obj, path):
         )
         err.reason, err.hint = reason, hint
         raise err from e
+
+
+class _KeepWriteError:
+    """The file torch.save writes to, keeping the OSError of a failed write (torch
+    replaces it by ``[enforce fail ...] unexpected pos``, losing ENOSPC)."""
+
+    def __init__(self, f):
+        self.f, self.error = f, None
+
+    def write(self, data):
+        try:
+            return self.f.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self):
+        self.f.flush()
 
 
 def load_checkpoint(path, map_location="cpu"):

@@ -67,7 +67,7 @@ def run_dir_of(cfg):
 def describe_os_error(e, path, then="then continue with --resume"):
     """One line for an OSError met while writing ``path``: the reason and the fix."""
     code = getattr(e, "errno", None)
-    if code in (errno.ENOSPC, errno.EDQUOT) or is_disk_full(e):
+    if is_disk_full(e):
         return (f"no space left on device writing '{path}'; free space on that disk (or set LOG.PREFIX to a disk "
                 f"with room), {then}")
     if code in (errno.EACCES, errno.EPERM, errno.EROFS):
@@ -78,9 +78,8 @@ def describe_os_error(e, path, then="then continue with --resume"):
 
 
 def is_disk_full(e):
-    """torch.save turns ENOSPC into ``RuntimeError: [enforce fail ...] unexpected pos``."""
-    text = str(e)
-    return getattr(e, "errno", None) == errno.ENOSPC or "No space left" in text or "unexpected pos" in text
+    """ENOSPC or EDQUOT, also as a message (e.g. wrapped by a library)."""
+    return getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "No space left" in str(e)
 
 
 def atomic_write_text(path, text):

@@ -450,6 +450,44 @@ def fault_disk_full_first_commit(env):
     assert [r["epoch"] for r in metrics(env.tmp, "full1")] == [1, 2]
 
 
+def fault_disk_full_inside_torch_save(env):
+    """The disk fills while torch.save writes (torch reports it as 'unexpected pos'): the
+    message still says 'no space left on device', and --resume finishes the run."""
+    argv = env.argv("fullsave", "SOLVER.EPOCHS", "2")
+    real_fdopen = os.fdopen
+
+    class FullDisk:
+        def __init__(self, f):
+            self.f, self.written = f, 0
+
+        def write(self, data):
+            self.written += len(data)
+            if self.written > 2000:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self.f.write(data)
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return self.f.__exit__(*exc)
+
+    def fdopen(fd, mode="r", *a, **k):
+        f = real_fdopen(fd, mode, *a, **k)
+        return FullDisk(f) if mode == "wb" else f
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(os, "fdopen", fdopen)
+        code, _, err = call("train", argv)
+    check_one_line(code, err, r"could not save epoch 1 .*: no space left on device; .*--resume")
+    assert "unexpected pos" not in err
+    assert call("train", ["--resume"] + argv)[0] == 0
+    assert [r["epoch"] for r in metrics(env.tmp, "fullsave")] == [1, 2]
+
+
 def fault_stale_lock(env):
     argv = env.argv("stale", "SOLVER.EPOCHS", "1")
     assert call("train", argv)[0] == 0
@@ -559,8 +597,8 @@ def fault_summarize_damaged_runs(env):
 
 
 FAULTS = [fault_nan_before_first_checkpoint, fault_nan_then_lower_lr, fault_second_signal,
-          fault_signal_during_startup, fault_disk_full_first_commit, fault_stale_lock, fault_stale_interrupted,
-          fault_corrupt_interrupted, fault_leftover_tmp, fault_torn_metrics, fault_resume_flag_after_pairs,
+          fault_signal_during_startup, fault_disk_full_first_commit, fault_disk_full_inside_torch_save,
+          fault_stale_lock, fault_stale_interrupted, fault_corrupt_interrupted, fault_leftover_tmp, fault_torn_metrics, fault_resume_flag_after_pairs,
           fault_summarize_damaged_runs]
 
 
