@@ -38,7 +38,8 @@ def resolve(args):
     if args.batch_size < 1:
         raise ConfigError(f"-bs/--batch-size must be at least 1, got {args.batch_size}")
     if ckpt != "pretrain" and not os.path.exists(ckpt):
-        raise CheckpointError(f"checkpoint -c '{ckpt}' does not exist; give a checkpoint file, a run folder or 'pretrain'")
+        raise CheckpointError(f"checkpoint -c '{ckpt}' does not exist; give a checkpoint file, a run folder "
+                              f"or 'pretrain'")
     if os.path.isdir(ckpt):
         run_cfg = os.path.join(ckpt, "config.yaml")
         best = os.path.join(ckpt, "student_best")

@@ -598,8 +598,8 @@ def fault_summarize_damaged_runs(env):
 
 FAULTS = [fault_nan_before_first_checkpoint, fault_nan_then_lower_lr, fault_second_signal,
           fault_signal_during_startup, fault_disk_full_first_commit, fault_disk_full_inside_torch_save,
-          fault_stale_lock, fault_stale_interrupted, fault_corrupt_interrupted, fault_leftover_tmp, fault_torn_metrics, fault_resume_flag_after_pairs,
-          fault_summarize_damaged_runs]
+          fault_stale_lock, fault_stale_interrupted, fault_corrupt_interrupted, fault_leftover_tmp,
+          fault_torn_metrics, fault_resume_flag_after_pairs, fault_summarize_damaged_runs]
 
 
 def fault_real_sigkill_and_lock(env):
