@@ -69,10 +69,14 @@ class RunFolder:
         exists = os.path.isdir(run_dir)
         if os.path.exists(run_dir) and not exists:
             raise RunFolderError(f"run folder '{run_dir}' exists as a file; set EXPERIMENT.NAME to another name")
-        if exists and not rf.is_run_folder(run_dir) and os.listdir(run_dir) and \
-                not (args.resume and rf.has_checkpoint(run_dir)):
-            raise RunFolderError(f"'{run_dir}' is not a run folder (it holds other files and no {rf.MARKER} "
-                                 f"marker); nothing there is used or deleted; set EXPERIMENT.NAME to a new name")
+        if exists and not rf.is_run_folder(run_dir) and os.listdir(run_dir):
+            if not rf.has_checkpoint(run_dir):
+                raise RunFolderError(f"'{run_dir}' is not a run folder (it holds other files and no {rf.MARKER} "
+                                     f"marker); nothing there is used or deleted; set EXPERIMENT.NAME to a new name")
+            if args.overwrite:  # a run folder of an older version, or someone's copy
+                raise RunFolderError(f"'{run_dir}' has a checkpoint but no {rf.MARKER} marker (an older version's "
+                                     f"run folder?), so --overwrite does not delete it; --resume it, or move it "
+                                     f"away yourself")
         self.created = rf.create(run_dir)
         self.lock = rf.RunLock(run_dir).acquire()
 
@@ -87,6 +91,8 @@ class RunFolder:
         if args.resume:
             if checkpoint:
                 self.fresh = False
+                if not rf.is_run_folder(run_dir):  # an older version's run folder, resumed: mark it
+                    rf.mark(run_dir)
                 return checkpoint
             if self.created:
                 raise CheckpointError(f"--resume: no checkpoint ('latest' or 'interrupted') in '{run_dir}'; "

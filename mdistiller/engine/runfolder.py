@@ -115,6 +115,11 @@ def has_checkpoint(path):
     return any(os.path.isfile(os.path.join(path, f)) for f in CHECKPOINTS)
 
 
+def mark(run_dir):
+    with open(os.path.join(run_dir, MARKER), "w") as f:
+        f.write("mdistiller run folder: --overwrite may delete it\n")
+
+
 def create(run_dir):
     """Create ``run_dir`` (and its parents) with the marker; returns the folders created,
     deepest first, so a start that fails early can remove exactly them."""
@@ -128,8 +133,7 @@ def create(run_dir):
         if not os.path.isdir(run_dir):
             raise RunFolderError(f"run folder '{run_dir}' exists as a file; set EXPERIMENT.NAME to another name")
         if created or not os.listdir(run_dir):
-            with open(os.path.join(run_dir, MARKER), "w") as f:
-                f.write("mdistiller run folder: --overwrite may delete it\n")
+            mark(run_dir)
     except OSError as e:
         if isinstance(e, MdistillerError):
             raise

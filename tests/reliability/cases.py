@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import sys
 from dataclasses import dataclass
@@ -50,6 +51,8 @@ class Env:
         self.other.mkdir(parents=True)
         (self.other / "precious.txt").write_text("keep me")
         self.project = tmp / "out" / "tests"
+        legacy = tmp / "out" / "tests" / "legacy"  # a run folder of a version without the marker
+        shutil.copytree(self.done, legacy, ignore=shutil.ignore_patterns(runfolder.MARKER, runfolder.LOCK))
 
     def argv(self, name, *extra, teacher=False):
         return tiny_argv(self.tmp, name, *FAST, *extra, teacher=self.teacher if teacher else None)
@@ -179,6 +182,9 @@ BAD_INPUTS = [
     Bad("overwrite a non-run folder", "train", lambda env: ["--overwrite"] + env.argv("notarun"),
         r"is not a run folder .*nothing there is used or deleted"),
     Bad("start in a non-run folder", "train", lambda env: env.argv("notarun"), r"is not a run folder"),
+    Bad("overwrite an unmarked run folder", "train", lambda env: ["--overwrite"] + env.argv("legacy"),
+        r"has a checkpoint but no .mdistiller-run marker .*--overwrite does not delete it"),
+    Bad("start in an unmarked run folder", "train", lambda env: env.argv("legacy"), r"already used by another run"),
     Bad("start in a used folder", "train", lambda env: env.argv("done", "SOLVER.EPOCHS", "2"),
         r"already used by another run; pass --resume"),
     Bad("resume and overwrite", "train", lambda env: ["--resume", "--overwrite"] + env.argv("done"),
@@ -582,6 +588,16 @@ def fault_resume_flag_after_pairs(env):
     assert [r["epoch"] for r in metrics(env.tmp, "late")] == [1, 2]
 
 
+def fault_resume_unmarked_run_folder(env):
+    """A run folder of a version without the marker resumes, and is marked from then on."""
+    d = run_dir(env.tmp, "oldrun")
+    shutil.copytree(env.done, d, ignore=shutil.ignore_patterns(runfolder.MARKER, runfolder.LOCK))
+    code, _, err = call("train", ["--resume"] + env.argv("oldrun", "SOLVER.EPOCHS", "3"))
+    assert code == 0, err
+    assert runfolder.is_run_folder(d)
+    assert [r["epoch"] for r in metrics(env.tmp, "oldrun")] == [1, 2, 3]
+
+
 def fault_summarize_damaged_runs(env):
     """summarize over a project with a garbage config.yaml and a non-numeric test_acc still
     prints the table of the good runs."""
@@ -599,7 +615,8 @@ def fault_summarize_damaged_runs(env):
 FAULTS = [fault_nan_before_first_checkpoint, fault_nan_then_lower_lr, fault_second_signal,
           fault_signal_during_startup, fault_disk_full_first_commit, fault_disk_full_inside_torch_save,
           fault_stale_lock, fault_stale_interrupted, fault_corrupt_interrupted, fault_leftover_tmp,
-          fault_torn_metrics, fault_resume_flag_after_pairs, fault_summarize_damaged_runs]
+          fault_torn_metrics, fault_resume_flag_after_pairs, fault_resume_unmarked_run_folder,
+          fault_summarize_damaged_runs]
 
 
 def fault_real_sigkill_and_lock(env):
