@@ -35,13 +35,16 @@ def parse_args(argv):
     add_debug_flag(p)
     p.add_argument("opts", default=None, nargs=argparse.REMAINDER, help="KEY VALUE overrides")
     args = p.parse_args(argv)
-    # the flags may also follow the KEY VALUE pairs
-    opts = list(args.opts or [])
-    for flag in FLAGS:
-        while flag in opts[::2] or (flag in opts and len(opts) % 2):
-            opts.remove(flag)
-            setattr(args, flag[2:], True)
-    args.opts = opts
+    # the flags may also come among or after the KEY VALUE pairs (where a key would be)
+    opts, i = list(args.opts or []), 0
+    args.opts = []
+    while i < len(opts):
+        if opts[i] in FLAGS:
+            setattr(args, opts[i][2:], True)
+            i += 1
+        else:
+            args.opts += opts[i:i + 2]
+            i += 2
     return args
 
 

@@ -189,6 +189,8 @@ BAD_INPUTS = [
         r"already used by another run; pass --resume"),
     Bad("resume and overwrite", "train", lambda env: ["--resume", "--overwrite"] + env.argv("done"),
         r"--resume and --overwrite contradict"),
+    Bad("resume and overwrite after the pairs", "train", lambda env: env.argv("done") + ["--overwrite", "--resume"],
+        r"--resume and --overwrite contradict"),
     Bad("resume below the epochs done", "train", lambda env: ["--resume"] + env.argv("done", "SOLVER.EPOCHS", "1"),
         r"SOLVER.EPOCHS 1 is below the 2 epochs already done"),
     Bad("resume with another momentum", "train",
