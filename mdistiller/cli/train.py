@@ -88,7 +88,7 @@ class RunFolder:
         if not self.is_main:
             return None
         rf, run_dir, args = self.rf, self.run_dir, self.args
-        self.latest = rf.recover(run_dir, load)
+        self.latest = None if args.overwrite else rf.recover(run_dir, load)  # --overwrite reads nothing there
         checkpoint = next((os.path.join(run_dir, f) for f in rf.CHECKPOINTS[::-1]
                            if os.path.isfile(os.path.join(run_dir, f))), None)
         if args.resume:

@@ -559,6 +559,17 @@ def fault_corrupt_interrupted(env):
     assert [r["epoch"] for r in metrics(env.tmp, "corrupt")] == [1, 2]
 
 
+def fault_overwrite_a_damaged_run(env):
+    """--overwrite replaces a run folder whose 'latest' is damaged (it is not read)."""
+    argv = env.argv("damaged", "SOLVER.EPOCHS", "1")
+    assert call("train", argv)[0] == 0
+    with open(os.path.join(run_dir(env.tmp, "damaged"), "latest"), "wb") as f:
+        f.write(b"not a checkpoint")
+    code, _, err = call("train", ["--overwrite"] + argv)
+    assert code == 0, err
+    assert load_checkpoint(os.path.join(run_dir(env.tmp, "damaged"), "latest"))["epoch"] == 1
+
+
 def fault_leftover_tmp(env):
     argv = env.argv("tmpfiles", "SOLVER.EPOCHS", "1")
     assert call("train", argv)[0] == 0
@@ -618,8 +629,8 @@ def fault_summarize_damaged_runs(env):
 
 FAULTS = [fault_nan_before_first_checkpoint, fault_nan_then_lower_lr, fault_second_signal,
           fault_signal_during_startup, fault_disk_full_first_commit, fault_disk_full_inside_torch_save,
-          fault_stale_lock, fault_stale_interrupted, fault_corrupt_interrupted, fault_leftover_tmp,
-          fault_torn_metrics, fault_resume_flag_after_pairs, fault_resume_unmarked_run_folder,
+          fault_stale_lock, fault_stale_interrupted, fault_corrupt_interrupted, fault_overwrite_a_damaged_run,
+          fault_leftover_tmp, fault_torn_metrics, fault_resume_flag_after_pairs, fault_resume_unmarked_run_folder,
           fault_summarize_damaged_runs]
 
 
