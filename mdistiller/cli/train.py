@@ -64,7 +64,7 @@ class RunFolder:
         from ..engine import runfolder as rf
 
         self.rf, self.run_dir, self.args, self.is_main = rf, run_dir, args, is_main
-        self.created, self.lock, self.latest, self.fresh = [], None, None, True
+        self.created, self.lock, self.fresh = [], None, True
         if args.resume and args.overwrite:
             raise ConfigError("--resume and --overwrite contradict each other; pass one of them")
         if not is_main:
@@ -88,7 +88,8 @@ class RunFolder:
         if not self.is_main:
             return None
         rf, run_dir, args = self.rf, self.run_dir, self.args
-        self.latest = None if args.overwrite else rf.recover(run_dir, load)  # --overwrite reads nothing there
+        if not args.overwrite:  # --overwrite reads nothing of what it replaces
+            rf.recover(run_dir, load)
         checkpoint = next((os.path.join(run_dir, f) for f in rf.CHECKPOINTS[::-1]
                            if os.path.isfile(os.path.join(run_dir, f))), None)
         if args.resume:
