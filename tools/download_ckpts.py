@@ -4,10 +4,7 @@
 import os
 import sys
 
-try:
-    import mdistiller  # noqa: F401
-except ImportError:
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout, always
 
 from mdistiller.cli.download import main  # noqa: E402
 

@@ -1,5 +1,6 @@
 """What every command-line tool shares: one-line errors and warnings, and ``--debug``."""
 
+import argparse
 import contextlib
 import os
 import sys
@@ -8,6 +9,15 @@ import warnings
 from ..utils.errors import MdistillerError
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with the tools' error contract: a bad argument is one line on stderr
+    (``error: <tool>: <problem>; see --help``) and exit code 2, without the usage block."""
+
+    def error(self, message):
+        print(f"error: {self.prog}: {' '.join(message.split())}; see {self.prog} --help", file=sys.stderr)
+        raise SystemExit(2)
 
 
 def add_debug_flag(parser):

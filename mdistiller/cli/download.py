@@ -30,8 +30,8 @@ import zlib
 import torch
 from tqdm import tqdm
 
-from ..utils.errors import CheckpointError, MdistillerError
-from .common import REPO_ROOT, add_debug_flag, run_tool
+from ..utils.errors import CheckpointError, ConfigError, MdistillerError
+from .common import ArgumentParser, REPO_ROOT, add_debug_flag, run_tool
 
 DEFAULT_URL = "https://github.com/megvii-research/mdistiller/releases/download/checkpoints/cifar_teachers.tar"
 DEFAULT_DEST = os.path.join(REPO_ROOT, "download_ckpts")
@@ -171,6 +171,12 @@ def install(archive, dest):
 
 def run(args):
     dest = os.path.abspath(args.dest)
+    if not args.timeout > 0:
+        raise ConfigError(f"--timeout must be a positive number of seconds, got {args.timeout}")
+    if os.path.isfile(dest):
+        raise ConfigError(f"--dest '{args.dest}' is a file; give a folder")
+    if args.archive and os.path.isdir(args.archive):
+        raise CheckpointError(f"archive '{args.archive}' is a folder; give the cifar_teachers.tar file")
     if args.archive and not os.path.isfile(args.archive):
         raise CheckpointError(f"archive '{args.archive}' does not exist; check the --archive path")
     with writing_to(dest):
@@ -207,7 +213,7 @@ def sha256_arg(text):
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(description="Download and install mdistiller's CIFAR-100 teacher checkpoints.")
+    p = ArgumentParser(description="Download and install mdistiller's CIFAR-100 teacher checkpoints.")
     p.add_argument("--url", default=DEFAULT_URL, help="where to fetch cifar_teachers.tar (default: %(default)s)")
     p.add_argument("--dest", default=DEFAULT_DEST, help="folder to install into (default: the repository's "
                    "download_ckpts/, where training looks for teachers)")

@@ -12,12 +12,12 @@ import sys
 from torch.utils.data import DataLoader
 
 from ..engine.cfg import load_cfg
-from ..utils.errors import CheckpointError
-from .common import add_debug_flag, user_errors
+from ..utils.errors import CheckpointError, ConfigError
+from .common import ArgumentParser, add_debug_flag, user_errors
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(description="Evaluate a classifier checkpoint on a validation set.")
+    p = ArgumentParser(description="Evaluate a classifier checkpoint on a validation set.")
     p.add_argument("-m", "--model", type=str, default="", help="model registry name (default: from the run folder)")
     p.add_argument("-c", "--ckpt", type=str, default="pretrain", help="checkpoint file, run folder, or 'pretrain'")
     p.add_argument("-d", "--dataset", type=str, default="", help="dataset registry name (default cifar100)")
@@ -33,6 +33,13 @@ def parse_args(argv):
 def resolve(args):
     """(cfg, model name, checkpoint path) from the flags, reading a run folder if given."""
     cfg_path, ckpt = args.cfg or None, args.ckpt
+    if args.workers < 0:
+        raise ConfigError(f"--workers must be >= 0 (0 = load in the main process), got {args.workers}")
+    if args.batch_size < 1:
+        raise ConfigError(f"-bs/--batch-size must be at least 1, got {args.batch_size}")
+    if ckpt != "pretrain" and not os.path.exists(ckpt):
+        raise CheckpointError(f"checkpoint -c '{ckpt}' does not exist; give a checkpoint file, a run folder "
+                              f"or 'pretrain'")
     if os.path.isdir(ckpt):
         run_cfg = os.path.join(ckpt, "config.yaml")
         best = os.path.join(ckpt, "student_best")

@@ -29,8 +29,9 @@ import warnings
 from dataclasses import dataclass, field
 
 from ..engine.cfg import ConfigWarning, cfg_to_dict, load_cfg
+from ..engine.loggers import read_metrics
 from ..utils.errors import DataError, MdistillerError
-from .common import add_debug_flag, run_tool
+from .common import ArgumentParser, add_debug_flag, run_tool
 
 IGNORED_KEYS = ("EXPERIMENT.SEED", "EXPERIMENT.NAME", "EXPERIMENT.TAG")
 IGNORED_PREFIXES = ("LOG.",)
@@ -43,24 +44,6 @@ STATS = [("best_top1", "best top-1"), ("last_top1", "last top-1"),
 # ---------------------------------------------------------------------------------------
 # Reading run folders
 # ---------------------------------------------------------------------------------------
-def read_metrics(run_dir):
-    """Per-epoch records of ``run_dir/metrics.jsonl``, one per epoch (the last written wins),
-    sorted by epoch; an unparsable line (a write cut short by a crash) is skipped."""
-    path = os.path.join(run_dir, "metrics.jsonl")
-    if not os.path.isfile(path):
-        return []
-    by_epoch = {}
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(record, dict) and isinstance(record.get("epoch"), int):
-                by_epoch[record["epoch"]] = record
-    return [by_epoch[e] for e in sorted(by_epoch)]
-
-
 def flatten(tree, prefix=""):
     """``{"A": {"B": 1}}`` -> ``{"A.B": 1}``."""
     out = {}
@@ -95,7 +78,10 @@ class Run:
         return self.epochs_done >= self.epochs_total
 
     def curve(self, key="test_acc"):
-        return {r["epoch"]: r[key] for r in self.records if key in r}
+        """Epoch -> value of ``key``; a value that is not a number (a hand-edited or foreign
+        record) is left out."""
+        return {r["epoch"]: float(r[key]) for r in self.records
+                if isinstance(r.get(key), (int, float)) and not isinstance(r.get(key), bool)}
 
     def stat(self, name):
         """``best_top1``, ``last_top1``, ``best_top5`` or ``last_top5`` (nan if no epoch)."""
@@ -131,6 +117,8 @@ def load_runs(root):
             runs.append(load_run(d))
         except MdistillerError as e:
             print(f"warning: skipping {d}: {e}", file=sys.stderr)
+        except (OSError, ValueError, KeyError, TypeError) as e:  # unreadable or foreign files
+            print(f"warning: skipping {d}: cannot read it ({type(e).__name__}: {str(e)[:120]})", file=sys.stderr)
     return runs
 
 
@@ -372,7 +360,7 @@ def write_plots(groups, varying, out_dir):
 # ---------------------------------------------------------------------------------------
 def parse_args(argv=None):
     summary, details = __doc__.split("\n\n", 1)
-    p = argparse.ArgumentParser(description=summary, epilog=details,
+    p = ArgumentParser(description=summary, epilog=details,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("root", help="project folder (LOG.PREFIX/EXPERIMENT.PROJECT); searched recursively")
     fmt = p.add_mutually_exclusive_group()
@@ -394,7 +382,14 @@ def summarize(args):
     formatter = format_csv if args.csv else format_markdown if args.markdown else format_text
     sys.stdout.write(formatter(groups, varying))
     if args.plot is not None:
-        for path in write_plots(groups, varying, args.plot or args.root):
+        out_dir = args.plot or args.root
+        try:
+            paths = write_plots(groups, varying, out_dir)
+        except OSError as e:
+            reason = os.strerror(e.errno) if e.errno else str(e)
+            raise DataError(f"cannot write plots into '{out_dir}': {reason}; pass --plot DIR with a writable "
+                            f"folder") from None
+        for path in paths:
             print(f"wrote {path}", file=sys.stderr)
     return 0
 

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 from ..engine.cfg import ConfigWarning, get_key, load_cfg, overrides_to_dict
 from ..utils.errors import ConfigError
-from .common import add_debug_flag, run_tool
+from .common import ArgumentParser, add_debug_flag, run_tool
 from .summarize import format_value, read_metrics
 
 TRAIN_COMMAND = ["python3", "tools/train_ours.py"]
@@ -242,7 +242,7 @@ def run_all(runs, cfg_path, debug=False):
 # ---------------------------------------------------------------------------------------
 def parse_args(argv=None):
     summary, details = __doc__.split("\n\n", 1)
-    p = argparse.ArgumentParser(description=summary, epilog=details,
+    p = ArgumentParser(description=summary, epilog=details,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cfg", required=True, help="base config file")
     p.add_argument("--grid", action="append", default=[], metavar="KEY=VALUES",

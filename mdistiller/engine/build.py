@@ -36,6 +36,9 @@ def build_teacher(cfg, family, num_classes):
     if not path:
         how = "e.g. torchvision's weights saved as {'model': state_dict}" if family == "imagenet" else CKPT_FIX
         raise CheckpointError(f"no teacher checkpoint for {name}: set DISTILLER.TEACHER_CKPT to a file ({how})")
+    if os.path.isdir(path):
+        raise CheckpointError(f"teacher checkpoint '{path}' is a folder; set DISTILLER.TEACHER_CKPT to the "
+                              f"checkpoint file inside it")
     if not os.path.isfile(path):
         raise CheckpointError(f"teacher checkpoint '{path}' not found; {CKPT_FIX}")
     return load_model_weights(teacher, path, name, part="student")
@@ -80,7 +83,11 @@ def build_run(cfg, ctx, seed=0):
     The distiller is placed by :func:`place_distiller`. Raises the project's errors for
     unknown names and bad files.
     """
-    method_classes(cfg)  # unknown (or repeated) names fail before any data is read
+    classes = method_classes(cfg)  # unknown (or repeated) names fail before any data is read
+    if cfg.DISTILLER.EXTRA and not classes[0].uses_teacher:
+        raise ConfigError(f"DISTILLER.EXTRA {list(cfg.DISTILLER.EXTRA)} needs a teacher, but DISTILLER.TYPE "
+                          f"{cfg.DISTILLER.TYPE} trains without one; set DISTILLER.TYPE to a distiller (e.g. KD) "
+                          f"or DISTILLER.EXTRA []")
     spec = get_dataset(cfg)
     family = spec.model_family
     MODEL_FAMILIES[family][cfg.DISTILLER.STUDENT]

@@ -40,20 +40,60 @@ ELEMENT_TYPES = {"DISTILLER.EXTRA": ["str"], "EXPERIMENT.PLUGINS": ["str"]}
 # ---------------------------------------------------------------------------------------
 # Reading YAML
 # ---------------------------------------------------------------------------------------
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load that refuses a key given twice in one mapping (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                dup = key in seen
+            except TypeError:
+                continue
+            if dup:
+                raise ConfigError(f"key '{key}' appears twice in the same section of '{self.name}' (line "
+                                  f"{key_node.start_mark.line + 1}); the later one would silently replace the "
+                                  f"earlier: merge them into one")
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def _read_yaml(path):
+    if os.path.isdir(path):
+        raise ConfigError(f"config file '{path}' is a folder; pass a YAML file with --cfg")
     if not os.path.isfile(path):
         raise ConfigError(f"config file '{path}' does not exist; check the --cfg path")
     try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
+        with open(path, "rb") as f:
+            raw = f.read()
+        if b"\0" in raw:
+            raise UnicodeDecodeError("utf-8", raw, raw.index(b"\0"), raw.index(b"\0") + 1, "NUL byte")
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file '{path}' is not a text YAML file (binary content); pass a YAML "
+                          f"config") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config file '{path}': {os.strerror(e.errno) if e.errno else e}; check "
+                          f"the file and its permissions") from None
+    try:
+        loader = _UniqueKeyLoader(text)
+        loader.name = path
+        try:
+            data = loader.get_single_data()
+        finally:
+            loader.dispose()
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError(
             f"YAML syntax error in '{path}'{where}: {e.problem}; fix the file's syntax"
         ) from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"cannot parse YAML file '{path}': {e}") from None
+    except (yaml.YAMLError, ValueError, TypeError, RecursionError) as e:
+        if isinstance(e, ConfigError):
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"cannot parse YAML file '{path}': {first[:200]}; fix the file") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -82,8 +122,10 @@ def read_yaml_with_bases(path, _seen=None):
     bases = data.pop(BASE_KEY, None)
     if bases is None:
         return data
+    if not isinstance(bases, (str, list)):
+        raise ConfigError(f"'_BASE_' in '{path}' must be a path or a list of paths, got {bases!r}")
     merged = {}
-    for base in [bases] if isinstance(bases, str) else list(bases):
+    for base in [bases] if isinstance(bases, str) else bases:
         if not isinstance(base, str):
             raise ConfigError(f"'_BASE_' in '{path}' must be a path or a list of paths")
         base_path = base if os.path.isabs(base) else os.path.join(os.path.dirname(path), base)
@@ -295,6 +337,43 @@ def translate_legacy_keys(cfg, explicit):
 # ---------------------------------------------------------------------------------------
 # Checks
 # ---------------------------------------------------------------------------------------
+# what SOLVER.TYPE / SOLVER.TRAINER may say: what the framework implements, and the values
+# the reference files carry that mean nothing here (the views follow the distiller)
+SOLVER_TYPES = ("SGD",)
+SOLVER_TRAINERS = ("base", "ours", "crd", "aug")
+
+
+def validate_framework_keys(cfg):
+    """SOLVER, LOG, DATASET and EXPERIMENT settings that types alone cannot check."""
+    s, data = cfg.SOLVER, cfg.DATASET
+
+    def at_least(key, low, what):
+        value = get_key(cfg, key)
+        if not _is_number(value) or value < low:
+            raise ConfigError(f"{key} must be {what}, got {value}")
+
+    at_least("SOLVER.MOMENTUM", 0, "a number >= 0 (SGD momentum, e.g. 0.9)")
+    at_least("SOLVER.WEIGHT_DECAY", 0, "a number >= 0 (e.g. 0.0005)")
+    if not _is_number(s.LR_DECAY_RATE) or s.LR_DECAY_RATE <= 0:
+        raise ConfigError(f"SOLVER.LR_DECAY_RATE must be a positive factor (e.g. 0.1), got {s.LR_DECAY_RATE}")
+    if any(e < 0 for e in s.LR_DECAY_STAGES):
+        raise ConfigError(f"SOLVER.LR_DECAY_STAGES must be epochs >= 0, got {list(s.LR_DECAY_STAGES)}")
+    if s.TYPE not in SOLVER_TYPES:
+        raise ConfigError(f"SOLVER.TYPE '{s.TYPE}' is not implemented (only {', '.join(SOLVER_TYPES)}, the "
+                          f"reference's optimizer); set SOLVER.TYPE SGD")
+    if s.TRAINER not in SOLVER_TRAINERS:
+        raise ConfigError(f"SOLVER.TRAINER '{s.TRAINER}' is not implemented here (the one trainer serves "
+                          f"{', '.join(SOLVER_TRAINERS)}); set SOLVER.TRAINER base")
+    at_least("DATASET.NUM_WORKERS", 0, "a number of worker processes >= 0 (0 = load in the main process)")
+    at_least("DATASET.SYNTHETIC_SIZE", 1, "at least 1")
+    at_least("DATASET.SYNTHETIC_CLASSES", 2, "at least 2")
+    at_least("EXPERIMENT.SEED", 0, "an integer >= 0")
+    for key in ("LOG.READ_FREQ", "LOG.SAVE_CHECKPOINT_FREQ", "LOG.TENSORBOARD_FREQ"):
+        at_least(key, 1, "at least 1 (a number of steps or epochs)")
+    if data.ROOT and os.path.isfile(data.ROOT):
+        raise ConfigError(f"DATASET.ROOT '{data.ROOT}' is a file; set it to the dataset's folder")
+
+
 def validate_cfg(cfg):
     """Check settings that types alone cannot; raise ConfigError, warn on suspicious ones."""
     s = cfg.SOLVER
@@ -313,6 +392,7 @@ def validate_cfg(cfg):
         raise ConfigError(f"SOLVER.DEVICE must be auto, cpu or cuda; got '{s.DEVICE}'")
     if not 0 < cfg.DATASET.SUBSET <= 1 or not 0 < cfg.DATASET.VAL_SUBSET <= 1:
         raise ConfigError("DATASET.SUBSET and DATASET.VAL_SUBSET must be fractions in (0, 1]")
+    validate_framework_keys(cfg)
 
     check_methods(cfg)  # each registered method checks its own node
 

@@ -7,7 +7,6 @@ is written to a temporary file in the same folder and renamed into place, so a c
 full disk never leaves a half-written checkpoint under a real name.
 """
 
-import errno
 import os
 import pickle
 import tempfile
@@ -28,9 +27,11 @@ def save_checkpoint(obj, path):
     """
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    out = None
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            out = _KeepWriteError(f)
+            torch.save(obj, out)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -39,26 +40,62 @@ def save_checkpoint(obj, path):
             os.unlink(tmp)
         except OSError:
             pass
-        reason = os.strerror(e.errno) if isinstance(e, OSError) and e.errno else str(e)
-        hint = "free some disk space" if getattr(e, "errno", None) == errno.ENOSPC else "check the folder"
-        raise CheckpointError(
+        from .runfolder import is_disk_full
+
+        e = getattr(out, "error", None) or e  # torch.save reports a failed write as "unexpected pos"
+        if is_disk_full(e):
+            reason, hint = "no space left on device", "free space on that disk (or set LOG.PREFIX to a disk with room)"
+        else:
+            reason = os.strerror(e.errno) if isinstance(e, OSError) and e.errno else str(e).strip()[:200]
+            hint = "check the folder"
+        err = CheckpointError(
             f"could not write checkpoint '{path}': {reason}; the previous checkpoint there is intact; "
             f"{hint}, then continue with --resume"
-        ) from e
+        )
+        err.reason, err.hint = reason, hint
+        raise err from e
+
+
+class _KeepWriteError:
+    """The file torch.save writes to, keeping the OSError of a failed write (torch
+    replaces it by ``[enforce fail ...] unexpected pos``, losing ENOSPC)."""
+
+    def __init__(self, f):
+        self.f, self.error = f, None
+
+    def write(self, data):
+        try:
+            return self.f.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self):
+        self.f.flush()
 
 
 def load_checkpoint(path, map_location="cpu"):
     """Load a checkpoint file, turning missing / truncated / corrupt files into CheckpointError."""
+    if os.path.isdir(path):
+        raise CheckpointError(f"checkpoint '{path}' is a folder, not a checkpoint file; give the file inside it")
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint '{path}' does not exist")
     if os.path.getsize(path) == 0:
-        raise CheckpointError(f"checkpoint '{path}' is empty (truncated); replace it")
+        raise CheckpointError(f"checkpoint '{path}' is empty (truncated); {_fix(path)}")
     try:
         with torch.serialization.safe_globals(_numpy_globals()):
             return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - a damaged file can break the unpickler anywhere
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"checkpoint '{path}' is truncated or corrupt ({first[:160]}); replace it") from None
+        raise CheckpointError(f"checkpoint '{path}' is truncated or corrupt ({first[:160]}); {_fix(path)}") from None
+
+
+def _fix(path):
+    """What to do about a damaged file: an 'interrupted' checkpoint is deleted (the run then
+    resumes from 'latest'); any other file is replaced."""
+    if os.path.basename(path) == "interrupted":
+        return "delete it to resume from the last epoch end ('latest')"
+    return "replace it"
 
 
 def _numpy_globals():

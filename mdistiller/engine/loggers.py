@@ -5,6 +5,7 @@ import json
 import os
 import uuid
 
+from ..utils.errors import ConfigError
 from .cfg import cfg_to_dict
 
 
@@ -18,16 +19,26 @@ class RunLogger:
 
             self.tb = SummaryWriter(os.path.join(run_dir, "train.events"))
         if cfg.LOG.WANDB:
-            import wandb
+            try:
+                self.wandb = self._start_wandb(cfg, resume)
+            except ConfigError:
+                self.close()
+                raise
 
-            self.wandb = wandb.init(
-                project=cfg.EXPERIMENT.PROJECT,
-                name=os.path.basename(run_dir),
-                config=cfg_to_dict(cfg),
-                dir=run_dir,
-                resume="allow" if resume else None,
-                id=self._wandb_id(resume),
-            )
+    def _start_wandb(self, cfg, resume):
+        fix = "run 'wandb login', set WANDB_MODE=offline, or set LOG.WANDB False"
+        try:
+            import wandb
+        except ImportError:
+            raise ConfigError("LOG.WANDB is True but the wandb package is not installed; pip install wandb, "
+                              "or set LOG.WANDB False") from None
+        try:
+            return wandb.init(project=cfg.EXPERIMENT.PROJECT, name=os.path.basename(self.run_dir),
+                              config=cfg_to_dict(cfg), dir=self.run_dir, resume="allow" if resume else None,
+                              id=self._wandb_id(resume))
+        except Exception as e:  # noqa: BLE001 - wandb raises its own errors (no credentials, network)
+            first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+            raise ConfigError(f"LOG.WANDB is True but wandb could not start ({first}); {fix}") from None
 
     def _wandb_id(self, resume):
         path = os.path.join(self.run_dir, "wandb_id.txt")
@@ -53,13 +64,12 @@ class RunLogger:
             self.wandb.log(dict(values), step=step)
 
     def epoch(self, epoch, lr, record, step):
-        """End-of-epoch record: worklog.txt block, metrics.jsonl line, TB/wandb scalars."""
+        """End-of-epoch record: worklog.txt block, TB/wandb scalars (metrics.jsonl is written
+        by the epoch commit, see mdistiller.engine.runfolder)."""
         keys = ["train_acc", "train_loss", "test_acc", "test_acc_top5", "test_loss"]
         lines = ["-" * 25, f"epoch: {epoch}", f"lr: {lr:.2f}"] + [f"{k}: {record[k]:.2f}" for k in keys] + ["-" * 25]
         with open(os.path.join(self.run_dir, "worklog.txt"), "a") as f:
             f.write(os.linesep.join(lines) + os.linesep)
-        with open(os.path.join(self.run_dir, "metrics.jsonl"), "a") as f:
-            f.write(json.dumps(record) + "\n")
         flat = {f"epoch/{k}": record[k] for k in keys + ["best_acc"]}
         flat.update({f"epoch/{k}": v for k, v in record["losses"].items()})
         flat["epoch/lr"] = lr
@@ -89,18 +99,18 @@ class NullLogger:
 
 
 def read_metrics(run_dir):
-    """The per-epoch records of a run folder (empty list if none)."""
+    """Per-epoch records of ``run_dir/metrics.jsonl``, one per epoch (the last written wins),
+    sorted by epoch; an unparsable line (e.g. a write cut short by a crash) is skipped."""
     path = os.path.join(run_dir, "metrics.jsonl")
     if not os.path.isfile(path):
         return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-def truncate_metrics(run_dir, last_epoch):
-    """Drop records after ``last_epoch`` (a resumed run rewrites them)."""
-    records = [r for r in read_metrics(run_dir) if r["epoch"] <= last_epoch]
-    path = os.path.join(run_dir, "metrics.jsonl")
-    if os.path.isfile(path):
-        with open(path, "w") as f:
-            f.writelines(json.dumps(r) + "\n" for r in records)
+    by_epoch = {}
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and isinstance(record.get("epoch"), int):
+                by_epoch[record["epoch"]] = record
+    return [by_epoch[e] for e in sorted(by_epoch)]

@@ -56,6 +56,10 @@ def evaluate(model_fn, loader, transform, ctx, autocast=contextlib.nullcontext, 
     return {"top1": 100 * c1 / n, "top5": 100 * c5 / n, "loss": loss / n, "count": int(n)}
 
 
+class HardStop(KeyboardInterrupt):
+    """A second SIGINT/SIGTERM: stop at once without saving (the last commit is whole)."""
+
+
 class StopRequested(Exception):
     """SIGINT/SIGTERM arrived; the run saved an ``interrupted`` checkpoint."""
 
@@ -105,6 +109,7 @@ class Trainer:
         self.optimizer = build_optimizer(cfg, distiller.get_learnable_parameters(), self.device)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype is torch.float16 else None
         self.start_epoch, self.start_step, self.best_acc = 1, 0, -1.0
+        self.best_epoch, self.history = 0, []  # kept in every checkpoint: the run's record
         self.global_step = 0
         self._partial = None  # statistics of an interrupted epoch being resumed
         self._stop = False
@@ -239,10 +244,15 @@ class Trainer:
         if names is None or bad_step.item() < 0:
             return
         terms = ", ".join(f"{k}={v:.4g}" for k, v in zip(names, bad_terms.tolist()))
-        latest = os.path.join(self.run_dir, "latest") if self.run_dir else "the last epoch-end checkpoint"
+        latest = os.path.join(self.run_dir, "latest") if self.run_dir else None
+        if latest and os.path.isfile(latest):
+            saved = f"'{latest}' (epoch {epoch - 1}) is intact"
+        else:
+            saved = "no checkpoint was saved yet, --resume starts the run again"
         raise NonFiniteLossError(
             f"non-finite loss at epoch {epoch}, step {bad_step.item()} ({terms}); the update was skipped and "
-            f"'{latest}' is intact; lower SOLVER.LR, check the data, or use SOLVER.AMP none, then --resume"
+            f"{saved}; lower SOLVER.LR (e.g. SOLVER.LR {self.cfg.SOLVER.LR / 10:g}) or set SOLVER.AMP none, "
+            f"or check the data, then run the same command with --resume and the new value"
         )
 
     def evaluate(self, model_fn=None):
@@ -260,7 +270,8 @@ class Trainer:
     # ---------------------------------------------------------------------------------
     def state(self, epoch, **extra):
         state = {"epoch": epoch, "model": self.distiller.state_dict(), "optimizer": self.optimizer.state_dict(),
-                 "best_acc": self.best_acc, "global_step": self.global_step}
+                 "best_acc": self.best_acc, "best_epoch": self.best_epoch, "global_step": self.global_step,
+                 "history": [r for r in self.history if r["epoch"] <= epoch]}
         if self.scaler is not None:
             state["scaler"] = self.scaler.state_dict()
         from .cfg import cfg_to_dict
@@ -269,24 +280,29 @@ class Trainer:
         state.update(extra)
         return state
 
-    def save_epoch(self, epoch, test_acc):
-        """mdistiller's files: latest, student_latest, epoch_N/student_N every
-        SAVE_CHECKPOINT_FREQ epochs, best/student_best on a new best. Rank 0 only."""
+    def save_epoch(self, epoch, record):
+        """Commit the epoch (rank 0): ``latest`` with the metrics history, and
+        mdistiller's side files student_latest, epoch_N/student_N every
+        SAVE_CHECKPOINT_FREQ epochs, best/student_best on a new best, all or none
+        (:class:`~mdistiller.engine.runfolder.EpochCommit`)."""
+        from .runfolder import EpochCommit
+
+        test_acc = record["test_acc"]
         is_best = test_acc >= self.best_acc
-        self.best_acc = max(self.best_acc, test_acc)  # on every rank, with or without a run folder
+        if is_best:  # on every rank, with or without a run folder
+            self.best_acc, self.best_epoch = test_acc, epoch
+        record["best_acc"] = self.best_acc
+        self.history = [r for r in self.history if r["epoch"] < epoch] + [record]
         if not self.ctx.is_main or self.run_dir is None:
             return
-        path = lambda name: os.path.join(self.run_dir, name)  # noqa: E731
         state = self.state(epoch)
         student = {"model": self.distiller.student.state_dict(), "epoch": epoch, "acc": test_acc}
-        save_checkpoint(state, path("latest"))
-        save_checkpoint(student, path("student_latest"))
+        side = {"student_latest": student}
         if epoch % self.cfg.LOG.SAVE_CHECKPOINT_FREQ == 0:
-            save_checkpoint(state, path(f"epoch_{epoch}"))
-            save_checkpoint(student, path(f"student_{epoch}"))
+            side.update({f"epoch_{epoch}": state, f"student_{epoch}": student})
         if is_best:
-            save_checkpoint(state, path("best"))
-            save_checkpoint(student, path("student_best"))
+            side.update({"best": state, "student_best": student})
+        EpochCommit(self.run_dir, save_checkpoint)(epoch, state, side)
 
     def _save_interrupted(self, epoch, step, stats, bad_step, bad_terms, names):
         """Save every rank's position state (RNG, partial epoch statistics) in one
@@ -307,6 +323,7 @@ class Trainer:
         if self.scaler is not None and "scaler" in state:
             self.scaler.load_state_dict(state["scaler"])
         self.best_acc = state.get("best_acc", -1.0)
+        self.best_epoch, self.history = state.get("best_epoch", 0), list(state.get("history", []))
         self.global_step = state.get("global_step", 0)
         inter = state.get("interrupted")
         if inter:
@@ -329,7 +346,7 @@ class Trainer:
         """SIGINT/SIGTERM ask the loop to stop after the current step and save."""
         def handler(signum, frame):
             if self._stop:  # second signal: stop now
-                raise KeyboardInterrupt
+                raise HardStop
             self._stop = True
             if self.logger is not None:
                 self.logger.text(f"received signal {signum}: stopping after this step")
@@ -348,27 +365,20 @@ class Trainer:
 
     def train(self):
         """Train from ``start_epoch`` to ``SOLVER.EPOCHS``; returns the best test top-1."""
-        from .loggers import truncate_metrics
-
-        if self.ctx.is_main and self.run_dir:
-            truncate_metrics(self.run_dir, self.start_epoch - 1)
         with self.stop_signals():
             for epoch in range(self.start_epoch, self.cfg.SOLVER.EPOCHS + 1):
                 train_stats = self.train_epoch(epoch)
                 val = self.evaluate()
-                self.save_epoch(epoch, val["top1"])
                 record = {
                     "epoch": epoch, "lr": lr_at(self.cfg, epoch),
                     "train_acc": train_stats["train_acc"], "train_loss": train_stats["train_loss"],
                     "test_acc": val["top1"], "test_acc_top5": val["top5"], "test_loss": val["loss"],
-                    "best_acc": self.best_acc, "time": train_stats["train_time"], "losses": train_stats["losses"],
+                    "best_acc": None, "time": train_stats["train_time"], "losses": train_stats["losses"],
                 }
+                self.save_epoch(epoch, record)
                 if self.logger is not None:
                     self.logger.epoch(epoch, record["lr"], record, self.global_step)
                 if self.ctx.is_main and self.run_dir:
-                    inter = os.path.join(self.run_dir, "interrupted")
-                    if os.path.exists(inter):
-                        os.unlink(inter)
                     print(f"epoch {epoch}: train_acc {record['train_acc']:.2f} train_loss {record['train_loss']:.4f} "
                           f"test_acc {val['top1']:.2f} test_acc_top5 {val['top5']:.2f} best {self.best_acc:.2f}",
                           flush=True)

@@ -142,8 +142,8 @@ def test_resume_with_a_different_config_names_the_keys(tmp_path, teacher, capsys
     argv = tiny_argv(tmp_path, "r", "DISTILLER.TYPE", "KD", teacher=teacher)
     assert train_main(argv) == 0
     capsys.readouterr()
-    code = train_main(["--resume"] + argv + ["KD.TEMPERATURE", "2.0", "SOLVER.LR", "0.1"])
-    one_line_error(capsys, code, r"different config \(differs in KD.TEMPERATURE, SOLVER.LR\)")
+    code = train_main(["--resume"] + argv + ["KD.TEMPERATURE", "2.0", "SOLVER.MOMENTUM", "0.5"])
+    one_line_error(capsys, code, r"different config \(differs in KD.TEMPERATURE, SOLVER.MOMENTUM\)")
 
 
 def test_disk_full_during_training_keeps_the_previous_checkpoint(tmp_path, teacher, capsys, monkeypatch):
@@ -159,8 +159,8 @@ def test_disk_full_during_training_keeps_the_previous_checkpoint(tmp_path, teach
 
     monkeypatch.setattr(ckpt_mod.torch, "save", save)
     code = train_main(argv)
-    line = one_line_error(capsys, code, r"could not write checkpoint .*latest': No space left on device; "
-                                        r"the previous checkpoint there is intact")
+    line = one_line_error(capsys, code, r"could not save epoch 2 in .*full': no space left on device; "
+                                        r"the run folder holds epoch 1, whole")
     assert "--resume" in line
     d = run_dir(tmp_path, "full")
     assert load_checkpoint(os.path.join(d, "latest"))["epoch"] == 1
@@ -171,7 +171,8 @@ def test_eval_errors_are_one_line(tmp_path, capsys):
     one_line_error(capsys, eval_main(["-c", str(tmp_path), "-d", "synthetic"]), r"has no student_best checkpoint")
     one_line_error(capsys, eval_main(["-m", "resnet8", "-c", str(tmp_path / "x.pth"), "-d", "synthetic"]),
                    r"checkpoint .*x.pth' does not exist")
-    one_line_error(capsys, eval_main(["-m", "resnet_nope", "-c", str(tmp_path / "x.pth"), "-d", "synthetic"]),
+    make_teacher(tmp_path / "y.pth")
+    one_line_error(capsys, eval_main(["-m", "resnet_nope", "-c", str(tmp_path / "y.pth"), "-d", "synthetic"]),
                    r"unknown CIFAR model 'resnet_nope'")
 
 

@@ -11,6 +11,7 @@ import contextlib
 import io
 import json
 import os
+import re
 
 import pytest
 import torch
@@ -39,7 +40,8 @@ def _append(name, line):
 
 
 def recording_save(obj, path, _real=trainer_mod.save_checkpoint):
-    _append("writes", json.dumps([CURRENT["rank"], CURRENT["run"], obj.get("epoch"), os.path.basename(path)]))
+    name = re.sub(r"\.e\d+\.stage$", "", os.path.basename(path))  # an epoch commit's staged side file
+    _append("writes", json.dumps([CURRENT["rank"], CURRENT["run"], obj.get("epoch"), name]))
     _real(obj, path)
 
 

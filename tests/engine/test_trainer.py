@@ -164,7 +164,7 @@ def test_checkpoint_write_failure_keeps_previous(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(ckpt_mod.torch, "save", failing_save)
-    with pytest.raises(CheckpointError, match="No space left on device.*intact"):
+    with pytest.raises(CheckpointError, match="no space left on device.*intact"):
         ckpt_mod.save_checkpoint({"epoch": 2}, str(target))
     monkeypatch.undo()
     assert load_checkpoint(str(target))["epoch"] == 1

@@ -1,0 +1,306 @@
+"""Run folders: where a run may live, who may write it, and how an epoch is committed.
+
+* A run folder is ``LOG.PREFIX/PROJECT/(NAME or TAG)``; each of the three is one path
+  component, so the folder is always inside ``LOG.PREFIX``. A folder carries the marker file
+  ``.mdistiller-run`` from its creation; ``--overwrite`` deletes only folders that carry it.
+* One process per run folder: ``.lock`` holds the writer's PID and host under an exclusive
+  ``flock`` (released by the kernel when the process dies, so a stale lock is taken over).
+* One atomic epoch commit (:class:`EpochCommit`): the epoch's side files are first written
+  whole as ``<name>.e<N>.stage``, then ``latest`` (holding the metrics history and the best
+  epoch) replaces the previous one: that rename is the commit. The stages are then renamed
+  into place and ``metrics.jsonl`` is rewritten from the history. :func:`recover` runs at
+  every start: it rolls the stages of the committed epoch forward, deletes the others and
+  leftover ``*.tmp`` files, and re-derives ``metrics.jsonl`` from ``latest``. Whatever the
+  point of a kill or a full disk, the folder then holds the previous epoch or the new one.
+"""
+
+import errno
+import fcntl
+import json
+import logging
+import os
+import re
+import shutil
+import socket
+import tempfile
+
+from ..utils.errors import CheckpointError, ConfigError, MdistillerError  # noqa: F401
+
+logger = logging.getLogger(__name__)
+
+MARKER = ".mdistiller-run"
+LOCK = ".lock"
+STAGE_RE = re.compile(r"^(?P<name>.+)\.e(?P<epoch>\d+)\.stage$")
+CHECKPOINTS = ("latest", "interrupted")
+
+
+class RunFolderError(MdistillerError, OSError):
+    """A run folder cannot be used (in use, not a run folder, not writable, disk full)."""
+
+
+# ---------------------------------------------------------------------------------------
+# names and OS errors
+# ---------------------------------------------------------------------------------------
+def check_component(key, value):
+    """``value`` must be a single, non-empty path component (no separator, not . or ..)."""
+    bad = (not value or value in (".", "..") or "/" in value or (os.sep != "/" and os.sep in value)
+           or "\0" in value or value != value.strip())
+    if bad:
+        raise ConfigError(f"{key} {value!r} is not a valid folder name; use a single name without '/', "
+                          f"'.', '..' or surrounding spaces (e.g. {key} my_run)")
+
+
+def run_dir_of(cfg):
+    """``LOG.PREFIX/PROJECT/(NAME or TAG)``, each a single folder name (checked)."""
+    if not cfg.LOG.PREFIX.strip():
+        raise ConfigError("LOG.PREFIX is empty; set it to the folder that holds run folders (e.g. ./output)")
+    check_component("EXPERIMENT.PROJECT", cfg.EXPERIMENT.PROJECT)
+    key = "EXPERIMENT.NAME" if cfg.EXPERIMENT.NAME else "EXPERIMENT.TAG"
+    name = cfg.EXPERIMENT.NAME or cfg.EXPERIMENT.TAG
+    if not name:
+        raise ConfigError("EXPERIMENT.NAME and EXPERIMENT.TAG are both empty; set EXPERIMENT.NAME to the run's "
+                          "folder name")
+    check_component(key, name)
+    return os.path.join(cfg.LOG.PREFIX, cfg.EXPERIMENT.PROJECT, name)
+
+
+def describe_os_error(e, path, then="then continue with --resume"):
+    """One line for an OSError met while writing ``path``: the reason and the fix."""
+    code = getattr(e, "errno", None)
+    if is_disk_full(e):
+        return (f"no space left on device writing '{path}'; free space on that disk (or set LOG.PREFIX to a disk "
+                f"with room), {then}")
+    if code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return (f"permission denied writing '{path}' ({os.strerror(code)}); make the folder writable or set "
+                f"LOG.PREFIX to a writable folder, {then}")
+    reason = os.strerror(code) if code else str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return f"could not write '{path}': {reason}; check the folder, {then}"
+
+
+def is_disk_full(e):
+    """ENOSPC or EDQUOT, also as a message (e.g. wrapped by a library)."""
+    return getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "No space left" in str(e)
+
+
+def atomic_write_text(path, text):
+    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        _unlink(tmp)
+        raise
+
+
+def _unlink(path):
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+# ---------------------------------------------------------------------------------------
+# creation, marker, overwrite
+# ---------------------------------------------------------------------------------------
+def is_run_folder(path):
+    return os.path.isfile(os.path.join(path, MARKER))
+
+
+def has_checkpoint(path):
+    return any(os.path.isfile(os.path.join(path, f)) for f in CHECKPOINTS)
+
+
+def mark(run_dir):
+    with open(os.path.join(run_dir, MARKER), "w") as f:
+        f.write("mdistiller run folder: --overwrite may delete it\n")
+
+
+def create(run_dir):
+    """Create ``run_dir`` (and its parents) with the marker; returns the folders created,
+    deepest first, so a start that fails early can remove exactly them."""
+    created = []
+    d = os.path.abspath(run_dir)
+    while not os.path.exists(d):
+        created.append(d)
+        d = os.path.dirname(d)
+    try:
+        os.makedirs(run_dir, exist_ok=True)
+        if not os.path.isdir(run_dir):
+            raise RunFolderError(f"run folder '{run_dir}' exists as a file; set EXPERIMENT.NAME to another name")
+        if created or not os.listdir(run_dir):
+            mark(run_dir)
+    except OSError as e:
+        if isinstance(e, MdistillerError):
+            raise
+        raise RunFolderError(describe_os_error(e, run_dir, then="then start again")) from None
+    return created
+
+
+def remove_created(created):
+    """Undo :func:`create` for a start that failed before the run began: the folders this
+    process created (the run folder, if it carries the marker, and then empty parents)."""
+    for d in created:
+        if not os.path.isdir(d):
+            continue
+        if d == created[0] and is_run_folder(d):
+            shutil.rmtree(d, ignore_errors=True)
+        elif not os.listdir(d):
+            os.rmdir(d)
+
+
+def clear(run_dir, keep=(LOCK, MARKER)):
+    """Delete the contents of a marked run folder (for --overwrite, or a restart after a
+    start that never reached a checkpoint); refuses a folder without the marker."""
+    if not is_run_folder(run_dir):
+        raise RunFolderError(f"'{run_dir}' is not a run folder (it has no {MARKER} marker), so it is not deleted; "
+                             f"set EXPERIMENT.NAME to a new name, or move that folder away yourself")
+    for name in os.listdir(run_dir):
+        if name in keep:
+            continue
+        p = os.path.join(run_dir, name)
+        if os.path.isdir(p) and not os.path.islink(p):
+            shutil.rmtree(p)
+        else:
+            os.unlink(p)
+
+
+# ---------------------------------------------------------------------------------------
+# one process per run folder
+# ---------------------------------------------------------------------------------------
+class RunLock:
+    """An exclusive lock on a run folder, recording the holder's PID and host."""
+
+    def __init__(self, run_dir):
+        self.path = os.path.join(run_dir, LOCK)
+        self.fd = None
+        self.previous = ""
+
+    def acquire(self):
+        try:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise RunFolderError(describe_os_error(e, self.path, then="then start again")) from None
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = self._read() or "another process"
+            os.close(self.fd)
+            self.fd = None
+            raise RunFolderError(f"run folder '{os.path.dirname(self.path)}' is in use by {holder}; wait for it to "
+                                 f"finish or stop it, or set EXPERIMENT.NAME to another name") from None
+        self.previous = self._read()
+        me = f"process {os.getpid()} on {socket.gethostname()}"
+        if self.previous and self.previous != me:
+            logger.info("taking over the stale lock of %s", self.previous)
+            print(f"note: run folder '{os.path.dirname(self.path)}' was locked by {self.previous}, which is no "
+                  f"longer running; taking it over", flush=True)
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, me.encode(), 0)
+        return self
+
+    def _read(self):
+        try:
+            return os.pread(self.fd, 200, 0).decode(errors="replace").strip()
+        except OSError:
+            return ""
+
+    def release(self):
+        if self.fd is None:
+            return
+        try:
+            os.ftruncate(self.fd, 0)
+        except OSError:
+            pass
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)
+        self.fd = None
+
+
+# ---------------------------------------------------------------------------------------
+# the epoch commit
+# ---------------------------------------------------------------------------------------
+def stage_name(name, epoch):
+    return f"{name}.e{epoch}.stage"
+
+
+class EpochCommit:
+    """Writes one epoch's files so that the folder holds either the previous epoch or the
+    new one, whole (see the module docstring). ``save`` is the atomic checkpoint writer."""
+
+    def __init__(self, run_dir, save):
+        self.run_dir = run_dir
+        self.save = save
+
+    def path(self, name):
+        return os.path.join(self.run_dir, name)
+
+    def __call__(self, epoch, state, side_files):
+        """``state`` (the ``latest`` checkpoint, with ``history``) and ``side_files``
+        (name -> object, e.g. student_latest, best, student_best, epoch_N)."""
+        try:
+            for name, obj in side_files.items():
+                self.save(obj, self.path(stage_name(name, epoch)))
+            self.save(state, self.path("latest"))  # the commit point
+        except CheckpointError as e:
+            if not hasattr(e, "reason"):
+                raise
+            before = (f"the run folder holds epoch {epoch - 1}, whole" if epoch > 1
+                      else "no epoch was saved yet (--resume starts the run again)")
+            raise CheckpointError(f"could not save epoch {epoch} in '{self.run_dir}': {e.reason}; {before}; "
+                                  f"{e.hint}, then continue with --resume") from e
+        roll_forward(self.run_dir, epoch)
+        _unlink(self.path("interrupted"))
+        write_metrics(self.run_dir, state.get("history", []))
+
+
+def roll_forward(run_dir, epoch):
+    """Rename the stages of ``epoch`` into place; delete stages of any other epoch."""
+    for f in sorted(os.listdir(run_dir)):
+        m = STAGE_RE.match(f)
+        if not m:
+            continue
+        if int(m["epoch"]) == epoch:
+            os.replace(os.path.join(run_dir, f), os.path.join(run_dir, m["name"]))
+        else:
+            _unlink(os.path.join(run_dir, f))
+
+
+def write_metrics(run_dir, history):
+    atomic_write_text(os.path.join(run_dir, "metrics.jsonl"), "".join(json.dumps(r) + "\n" for r in history))
+
+
+def recover(run_dir, load):
+    """Bring a run folder to its last committed epoch (see the module docstring); returns
+    the ``latest`` state (or None). ``load`` reads a checkpoint file."""
+    for f in os.listdir(run_dir):
+        if f.endswith(".tmp"):
+            _unlink(os.path.join(run_dir, f))
+    latest_path = os.path.join(run_dir, "latest")
+    latest = load(latest_path) if os.path.isfile(latest_path) else None
+    epoch = latest["epoch"] if latest else 0
+    roll_forward(run_dir, epoch)
+    if latest is not None and "history" in latest:
+        history = [r for r in latest["history"] if r["epoch"] <= epoch]
+        from .loggers import read_metrics
+
+        if read_metrics(run_dir) != history:
+            write_metrics(run_dir, history)
+    inter = os.path.join(run_dir, "interrupted")
+    if latest is not None and os.path.isfile(inter):
+        try:
+            stale = load(inter)["interrupted"]["epoch"] <= epoch
+        except CheckpointError:
+            stale = False  # reported when --resume reads it
+        if stale:  # left by a kill between the commit and its deletion
+            _unlink(inter)
+    return latest
+
+
+__all__ = ["MARKER", "LOCK", "RunFolderError", "RunLock", "EpochCommit", "check_component", "create", "clear",
+           "recover", "remove_created", "describe_os_error", "is_run_folder", "has_checkpoint", "atomic_write_text",
+           "is_disk_full"]
