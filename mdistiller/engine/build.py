@@ -86,8 +86,8 @@ def build_run(cfg, ctx, seed=0):
     classes = method_classes(cfg)  # unknown (or repeated) names fail before any data is read
     if cfg.DISTILLER.EXTRA and not classes[0].uses_teacher:
         raise ConfigError(f"DISTILLER.EXTRA {list(cfg.DISTILLER.EXTRA)} needs a teacher, but DISTILLER.TYPE "
-                          f"{cfg.DISTILLER.TYPE} trains without one; set DISTILLER.TYPE to a distiller (e.g. KD) "
-                          f"or DISTILLER.EXTRA []")
+                          f"{cfg.DISTILLER.TYPE} trains without one; set DISTILLER.TYPE to a method that uses a "
+                          f"teacher or DISTILLER.EXTRA []")
     spec = get_dataset(cfg)
     family = spec.model_family
     MODEL_FAMILIES[family][cfg.DISTILLER.STUDENT]
