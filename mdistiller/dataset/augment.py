@@ -197,7 +197,8 @@ def cutout(x, cy, cx, side):
 
     As the reference (PIL ``ImageDraw.rectangle``, corners included): the top-left corner is
     ``floor(max(0, centre - side / 2))``, the box covers ``floor(side) + 1`` pixels (none for
-    side 0) and is clipped at the bottom/right border. ``cy``, ``cx``, ``side``: (n,), CPU.
+    side 0) and is clipped at the bottom/right border. ``cy``, ``cx``, ``side``: (n,), CPU;
+    the centres may be floats (the reference draws them continuous).
     """
     n, _, h, w = x.shape
     y0 = (cy - side / 2).clamp(min=0).floor()
@@ -241,10 +242,18 @@ def sample_crop_flip(n, pad, generator=None):
     }
 
 
+def _reference_uniform(size, n, generator):
+    """``n`` draws of numpy's ``uniform(low=size, high=1.0)`` (float64): values in (1, size]."""
+    return size - (size - 1) * torch.rand(n, generator=generator, dtype=torch.float64)
+
+
 def sample_randaugment(n, h, w, num_ops=2, generator=None):
     """Ops (uniform, with replacement), magnitudes (uniform in each op's range), Cutout box.
 
-    Cutout's side is ``w * U(0, 0.5)`` (32 * U(0, 0.5) at 32x32), its centre a uniform pixel.
+    Cutout's side is ``w * U(0, 0.5)`` (32 * U(0, 0.5) at 32x32). Its centre follows the
+    reference's ``np.random.uniform(w)``, which is numpy's ``uniform(low=w, high=1.0)``: each
+    coordinate is ``size - (size - 1) * U[0, 1)``, a float in (1, size], not a uniform pixel
+    (the corner is truncated to an int only when the box is drawn, see :func:`cutout`).
     """
     ops = torch.randint(len(OPS), (n, num_ops), generator=generator)
     u = torch.rand(n, num_ops, generator=generator, dtype=torch.float64)
@@ -252,8 +261,8 @@ def sample_randaugment(n, h, w, num_ops=2, generator=None):
         "ops": ops,
         "mags": OP_LO[ops] + (OP_HI - OP_LO)[ops] * u,
         "cutout_side": w * 0.5 * torch.rand(n, generator=generator, dtype=torch.float64),
-        "cutout_cy": torch.randint(h, (n,), generator=generator),
-        "cutout_cx": torch.randint(w, (n,), generator=generator),
+        "cutout_cy": _reference_uniform(h, n, generator),
+        "cutout_cx": _reference_uniform(w, n, generator),
     }
 
 
