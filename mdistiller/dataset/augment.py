@@ -273,8 +273,10 @@ class BatchTransform:
     """Callable turning a collated batch's uint8 ``image`` into normalized float views.
 
     eval: ``image`` (normalized); train, one view: ``image`` = weak view; two views:
-    ``image_weak`` and ``image_strong``. With ``record=True`` the drawn parameters of the
-    last call are kept in ``last_params`` (``{"weak": ..., "strong": ...}``).
+    ``image_weak`` and ``image_strong``. A batch that carries ``crop_strong`` (a second,
+    independent worker crop, e.g. ImageNet's RandomResizedCrop) makes the strong view from it;
+    otherwise both views start from ``image``. With ``record=True`` the drawn parameters of
+    the last call are kept in ``last_params`` (``{"weak": ..., "strong": ...}``).
     """
 
     def __init__(self, spec, num_views, train, device, generator=None, record=False):
@@ -299,6 +301,7 @@ class BatchTransform:
     def __call__(self, batch):
         out = dict(batch)
         x = out.pop("image")
+        x_strong = out.pop("crop_strong", x)
         if not self.train:
             out["image"] = self.normalize(x)
             return out
@@ -310,7 +313,7 @@ class BatchTransform:
         else:
             params["strong"] = {**sample_crop_flip(n, self.pad, self.generator),
                                 **sample_randaugment(n, h, w, generator=self.generator)}
-            out["image_weak"], out["image_strong"] = weak, self.normalize(self.strong(x, params["strong"]))
+            out["image_weak"], out["image_strong"] = weak, self.normalize(self.strong(x_strong, params["strong"]))
         if self.record:
             self.last_params = params
         return out
