@@ -22,6 +22,7 @@ import warnings
 import pytest
 
 from mdistiller.engine.cfg import LEGACY_KD_KEYS, get_key, load_cfg
+from tests.configs.helpers import assert_trains_a_step
 from tests.conftest import REPO_ROOT, load_reference
 
 REF = load_reference("sld_repo_configs")
@@ -118,22 +119,5 @@ def test_imagenet_feature_file_builds_its_pair_and_trains_a_step(rel):
     distiller builds on the zoo's ImageNet models and a step on a batch of 2 gives finite
     losses and student gradients. Input 64x64, or 224x224 for ReviewKD, whose fusion sizes
     are those of a 224 input."""
-    import torch
-
-    from mdistiller.distillers import DISTILLERS
-    from mdistiller.models import build_model
-
     cfg = load_ours(rel)
-    torch.manual_seed(0)
-    student, teacher = (build_model(n, "imagenet", 1000) for n in (cfg.DISTILLER.STUDENT, cfg.DISTILLER.TEACHER))
-    targets = torch.arange(40) * 25
-    kwargs = {"num_data": len(targets), "train_targets": targets} if cfg.DISTILLER.TYPE == "CRD" else {}
-    distiller = DISTILLERS[cfg.DISTILLER.TYPE](student, teacher, cfg, **kwargs).train()
-    size = 224 if cfg.DISTILLER.TYPE == "REVIEWKD" else 64
-    index = torch.tensor([3, 17])
-    batch = distiller.prepare_batch({"image": torch.randn(2, 3, size, size), "target": targets[index], "index": index})
-    _, terms = distiller(**batch, epoch=1)
-    assert sorted(terms) == ["loss_ce", "loss_kd"]
-    sum(terms.values()).backward()
-    assert all(torch.isfinite(t) for t in terms.values())
-    assert all(p.grad is not None for p in distiller.student.parameters() if p.requires_grad)
+    assert_trains_a_step(cfg, "imagenet", 1000, 224 if cfg.DISTILLER.TYPE == "REVIEWKD" else 64)
