@@ -197,7 +197,8 @@ def cutout(x, cy, cx, side):
 
     As the reference (PIL ``ImageDraw.rectangle``, corners included): the top-left corner is
     ``floor(max(0, centre - side / 2))``, the box covers ``floor(side) + 1`` pixels (none for
-    side 0) and is clipped at the bottom/right border. ``cy``, ``cx``, ``side``: (n,), CPU.
+    side 0) and is clipped at the bottom/right border. ``cy``, ``cx``, ``side``: (n,), CPU;
+    the centres may be floats (the reference draws them continuous).
     """
     n, _, h, w = x.shape
     y0 = (cy - side / 2).clamp(min=0).floor()
@@ -241,10 +242,18 @@ def sample_crop_flip(n, pad, generator=None):
     }
 
 
+def _reference_uniform(size, n, generator):
+    """``n`` draws of numpy's ``uniform(low=size, high=1.0)`` (float64): values in (1, size]."""
+    return size - (size - 1) * torch.rand(n, generator=generator, dtype=torch.float64)
+
+
 def sample_randaugment(n, h, w, num_ops=2, generator=None):
     """Ops (uniform, with replacement), magnitudes (uniform in each op's range), Cutout box.
 
-    Cutout's side is ``w * U(0, 0.5)`` (32 * U(0, 0.5) at 32x32), its centre a uniform pixel.
+    Cutout's side is ``w * U(0, 0.5)`` (32 * U(0, 0.5) at 32x32). Its centre follows the
+    reference's ``np.random.uniform(w)``, which is numpy's ``uniform(low=w, high=1.0)``: each
+    coordinate is ``size - (size - 1) * U[0, 1)``, a float in (1, size], not a uniform pixel
+    (the corner is truncated to an int only when the box is drawn, see :func:`cutout`).
     """
     ops = torch.randint(len(OPS), (n, num_ops), generator=generator)
     u = torch.rand(n, num_ops, generator=generator, dtype=torch.float64)
@@ -252,8 +261,8 @@ def sample_randaugment(n, h, w, num_ops=2, generator=None):
         "ops": ops,
         "mags": OP_LO[ops] + (OP_HI - OP_LO)[ops] * u,
         "cutout_side": w * 0.5 * torch.rand(n, generator=generator, dtype=torch.float64),
-        "cutout_cy": torch.randint(h, (n,), generator=generator),
-        "cutout_cx": torch.randint(w, (n,), generator=generator),
+        "cutout_cy": _reference_uniform(h, n, generator),
+        "cutout_cx": _reference_uniform(w, n, generator),
     }
 
 
@@ -264,8 +273,10 @@ class BatchTransform:
     """Callable turning a collated batch's uint8 ``image`` into normalized float views.
 
     eval: ``image`` (normalized); train, one view: ``image`` = weak view; two views:
-    ``image_weak`` and ``image_strong``. With ``record=True`` the drawn parameters of the
-    last call are kept in ``last_params`` (``{"weak": ..., "strong": ...}``).
+    ``image_weak`` and ``image_strong``. A batch that carries ``crop_strong`` (a second,
+    independent worker crop, e.g. ImageNet's RandomResizedCrop) makes the strong view from it;
+    otherwise both views start from ``image``. With ``record=True`` the drawn parameters of
+    the last call are kept in ``last_params`` (``{"weak": ..., "strong": ...}``).
     """
 
     def __init__(self, spec, num_views, train, device, generator=None, record=False):
@@ -290,6 +301,7 @@ class BatchTransform:
     def __call__(self, batch):
         out = dict(batch)
         x = out.pop("image")
+        x_strong = out.pop("crop_strong", x)
         if not self.train:
             out["image"] = self.normalize(x)
             return out
@@ -301,7 +313,7 @@ class BatchTransform:
         else:
             params["strong"] = {**sample_crop_flip(n, self.pad, self.generator),
                                 **sample_randaugment(n, h, w, generator=self.generator)}
-            out["image_weak"], out["image_strong"] = weak, self.normalize(self.strong(x, params["strong"]))
+            out["image_weak"], out["image_strong"] = weak, self.normalize(self.strong(x_strong, params["strong"]))
         if self.record:
             self.last_params = params
         return out

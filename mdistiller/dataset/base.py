@@ -1,6 +1,7 @@
 """Dataset registry, the :class:`DatasetSpec` every builder returns, and dataset wrappers.
 
-Dataset items are dicts ``{"image": uint8 CHW tensor, "target": int, "index": int}``; the
+Dataset items are dicts ``{"image": uint8 CHW tensor, "target": int, "index": int}`` (and
+``crop_strong``, a second crop, where workers crop and two views are made); the
 default collate turns them into dict batches. Augmentation happens after collation, on the
 training device (see :mod:`mdistiller.dataset.augment`), so workers only decode (and, for
 full-size images, crop).
@@ -48,6 +49,16 @@ class DatasetSpec:
     def train_targets(self):
         """int64 labels of the training samples, by ``index`` (CRD's class-wise sampling)."""
         return torch.as_tensor(self.train.targets, dtype=torch.int64)
+
+
+def set_views(dataset, num_views):
+    """Tell ``dataset`` (through subset wrappers) how many views the training pipeline makes;
+    datasets whose workers crop (ImageNet) then return a second, independent crop for the
+    strong view. Datasets without ``set_views`` ignore it."""
+    while dataset is not None and not hasattr(dataset, "set_views"):
+        dataset = getattr(dataset, "base", None)
+    if dataset is not None:
+        dataset.set_views(num_views)
 
 
 def data_root(cfg, default):

@@ -1,7 +1,10 @@
 """ImageNet as torchvision ImageFolders ``<ROOT or data/imagenet>/{train,val}/<class>/<image>``.
 
 Workers decode and crop (train: RandomResizedCrop 224; val: Resize 256 + CenterCrop 224) and
-return uint8 tensors; the flip and normalization happen on the device.
+return uint8 tensors; the flip and normalization happen on the device. For a two-view method
+a training item also holds ``crop_strong``, a second RandomResizedCrop of the same image drawn
+independently, from which the strong view is made (the reference builds its two views with
+two independent ``RandomResizedCrop(224)`` + flip pipelines).
 """
 
 import os
@@ -19,13 +22,19 @@ SIZE = 224
 
 
 class ImageFolderDataset(Dataset):
-    """An ImageFolder whose items are ``{"image": uint8 CHW, "target", "index"}`` dicts."""
+    """An ImageFolder whose items are ``{"image": uint8 CHW, "target", "index"}`` dicts, plus
+    ``crop_strong`` (an independent second crop) in training with two views (:meth:`set_views`)."""
 
     def __init__(self, root, train):
         crop = [v2.RandomResizedCrop(SIZE)] if train else [v2.Resize(256), v2.CenterCrop(SIZE)]
         self.transform = v2.Compose(crop + [v2.PILToTensor()])
         self.folder = ImageFolder(root)
         self.targets = self.folder.targets
+        self.train, self.views = train, 1
+
+    def set_views(self, num_views):
+        """Views the training pipeline makes: with 2, each item carries a second, independent crop."""
+        self.views = num_views
 
     def __len__(self):
         return len(self.folder)
@@ -33,7 +42,10 @@ class ImageFolderDataset(Dataset):
     def __getitem__(self, i):
         path, target = self.folder.samples[i]
         image = self.folder.loader(path)  # PIL RGB
-        return {"image": self.transform(image), "target": target, "index": i}
+        item = {"image": self.transform(image), "target": target, "index": i}
+        if self.train and self.views == 2:
+            item["crop_strong"] = self.transform(image)  # its own RandomResizedCrop draw
+        return item
 
 
 def _split(root, name, train):

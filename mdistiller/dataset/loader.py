@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from ..utils.errors import ConfigError
+from .base import set_views
 
 
 class ShardBatchSampler(Sampler):
@@ -69,10 +70,11 @@ def build_loaders(cfg, spec, num_views=1, rank=0, world_size=1, seed=0):
     """(train_loader, val_loader) for this rank; batches are dicts of uint8 images.
 
     ``SOLVER.BATCH_SIZE`` and ``DATASET.TEST.BATCH_SIZE`` are global: each rank loads its
-    share (the training batch must divide evenly). ``num_views`` is accepted for symmetry
-    with :func:`build_batch_transform`; the views are made on the device.
+    share (the training batch must divide evenly). The views are made on the device; with
+    ``num_views`` 2, datasets whose workers crop return a second, independent crop per
+    sample for the strong view (see :func:`~mdistiller.dataset.base.set_views`).
     """
-    del num_views  # workers return one uint8 image per sample whatever the views
+    set_views(spec.train, num_views)
     if cfg.SOLVER.BATCH_SIZE % world_size:
         raise ConfigError(
             f"SOLVER.BATCH_SIZE {cfg.SOLVER.BATCH_SIZE} does not divide over {world_size} processes; "

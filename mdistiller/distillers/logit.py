@@ -1,4 +1,4 @@
-"""Logit distillers: NONE (vanilla), KD, DKD, MLKD and SLD.
+"""Logit distillers: NONE (vanilla), KD, DKD (and DKD_aug, on two views), MLKD and SLD.
 
 Each declares and reads only its own config node (``KD``, ``DKD``, ``MLKD``, ``SLD``) and returns the
 student's weak-view logits and its weighted loss terms. The student runs once per view
@@ -141,6 +141,20 @@ class DKD(LogitDistiller):
             "loss_ce": self.ce_loss_weight * F.cross_entropy(z_s, target),
             "loss_kd": ramp * dkd_loss(z_s, z_t, target, self.alpha, self.beta, self.temperature),
         }
+
+
+@register_distiller("DKD_aug")
+class DKDAug(DKD):
+    """DKD on the weak and strong views: each term is DKD's, summed over the two views.
+
+    The SLD repository's ``configs/cifar100/dkd/res32x4_res8x4_aug.yaml`` names it (MLKD's
+    "DKD with its augmentation" baseline); no reference repository defines the method."""
+
+    num_views = 2
+
+    def losses(self, student, teacher, target, epoch):
+        per_view = [super(DKDAug, self).losses([z_s], [z_t], target, epoch) for z_s, z_t in zip(student, teacher)]
+        return {k: sum(terms[k] for terms in per_view) for k in per_view[0]}
 
 
 @register_distiller("MLKD")

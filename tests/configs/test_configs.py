@@ -13,6 +13,7 @@ import yaml
 from mdistiller.engine.cfg import ConfigWarning, diff_cfg, load_cfg, read_yaml_with_bases
 from mdistiller.utils.errors import ConfigError
 from tests.conftest import DATA_DIR, REPO_ROOT
+from tests.configs.helpers import assert_trains_a_step
 
 CONFIG_DIR = os.path.join(REPO_ROOT, "configs")
 CONFIG_FILES = sorted(os.path.relpath(p, CONFIG_DIR)
@@ -209,24 +210,7 @@ def test_runs_have_distinct_folders():
 def test_feature_config_builds_its_pair_and_trains_a_step(rel):
     """The file's method serves its pair as configured (channels, sizes, dims): the
     distiller builds on the real zoo models and a training step gives finite losses."""
-    import torch
-
-    from mdistiller.distillers import DISTILLERS
-    from mdistiller.models import cifar_model_dict
-
-    cfg = load(rel)
-    torch.manual_seed(0)
-    student, teacher = (cifar_model_dict[n][0](num_classes=100) for n in (cfg.DISTILLER.STUDENT, cfg.DISTILLER.TEACHER))
-    targets = torch.arange(40) % 100
-    kwargs = {"num_data": len(targets), "train_targets": targets.tolist()} if cfg.DISTILLER.TYPE == "CRD" else {}
-    distiller = DISTILLERS[cfg.DISTILLER.TYPE](student, teacher, cfg, **kwargs).train()
-    index = torch.tensor([3, 17])
-    batch = distiller.prepare_batch({"image": torch.randn(2, 3, 32, 32), "target": targets[index], "index": index})
-    _, terms = distiller(**batch, epoch=cfg.SOLVER.EPOCHS)
-    assert sorted(terms) == ["loss_ce", "loss_kd"]
-    sum(terms.values()).backward()
-    assert all(torch.isfinite(t) for t in terms.values())
-    assert all(p.grad is not None for p in distiller.student.parameters() if p.requires_grad)
+    assert_trains_a_step(load(rel), "cifar", 100, 32)
 
 
 def test_mdistiller_paths_point_to_the_same_runs():

@@ -127,10 +127,30 @@ def test_randaugment_parameter_distribution():
         assert abs(v.mean() - (lo + hi) / 2) < 0.03 * width, name
         assert abs(v.std() - width / 12 ** 0.5) < 0.03 * width, name
     assert dict(zip(OP_NAMES, zip(OP_LO.tolist(), OP_HI.tolist())))["Solarize"] == (0.0, 256.0)
-    # Cutout side 32 * U(0, 0.5), centre a uniform pixel
+    # Cutout side 32 * U(0, 0.5)
     side = p["cutout_side"]
     assert side.min() >= 0 and side.max() <= 16 and side.max() > 15.9 and abs(side.mean() - 8) < 0.15
-    assert p["cutout_cx"].min() == 0 and p["cutout_cx"].max() == 31 and abs(p["cutout_cy"].double().mean() - 15.5) < 0.3
+
+
+def test_cutout_centre_follows_numpy_uniform_with_the_size_as_low():
+    """The reference draws each centre coordinate with ``np.random.uniform(32)``, i.e.
+    ``uniform(low=32, high=1.0)``: continuous in (1, 32], not a whole pixel in 0..31."""
+    n = 20000
+    p = sample_randaugment(n, 32, 32, generator=torch.Generator().manual_seed(1))
+    reference = np.sort(np.random.RandomState(1).uniform(32, size=n))
+    for key in ("cutout_cx", "cutout_cy"):
+        c = p[key]
+        assert c.dtype == torch.float64 and c.min() > 1 and c.max() <= 32
+        assert (c != c.round()).double().mean() > 0.99  # continuous, not whole pixels
+        # two-sample Kolmogorov-Smirnov distance to numpy's own draws (99.9%: 1.95 * sqrt(2 / n))
+        ours = np.sort(c.numpy())
+        grid = np.concatenate([ours, reference])
+        ks = np.abs(np.searchsorted(ours, grid, "right") - np.searchsorted(reference, grid, "right")).max() / n
+        assert ks < 1.95 * (2 / n) ** 0.5, key
+    assert abs(float(p["cutout_cx"].mean()) - 16.5) < 0.2 and abs(float(p["cutout_cx"].std()) - 31 / 12 ** 0.5) < 0.2
+    # a 224-pixel image draws in (1, 224]
+    wide = sample_randaugment(2000, 224, 224, generator=torch.Generator().manual_seed(2))["cutout_cx"]
+    assert wide.min() > 1 and wide.max() <= 224 and wide.max() > 223
 
 
 def test_transform_records_the_parameters_it_draws():
@@ -154,17 +174,19 @@ def test_cutout_matches_the_reference_rectangle():
     n = 200
     x = smooth_images(n, 32, seed=4)
     g = torch.Generator().manual_seed(4)
-    cy, cx = torch.randint(32, (n,), generator=g), torch.randint(32, (n,), generator=g)
+    # continuous centres in (1, 32] as the reference draws them
+    cy, cx = (32 - 31 * torch.rand(n, generator=g, dtype=torch.float64) for _ in range(2))
     side = 16 * torch.rand(n, generator=g, dtype=torch.float64)
     side[:3] = torch.tensor([6.0, 16.0, 0.0], dtype=torch.float64)
-    cy[:3], cx[:3] = torch.tensor([10, 0, 5]), torch.tensor([20, 31, 5])
+    cy[:3], cx[:3] = torch.tensor([10.9, 1.2, 5.0]), torch.tensor([20.4, 32.0, 5.0])
     out = cutout(x, cy, cx, side)
     for i in range(n):
-        expected = x[i] if side[i] == 0 else from_pil(reference_cutout(as_pil(x[i]), int(cy[i]), int(cx[i]), float(side[i])))
+        expected = x[i] if side[i] == 0 else from_pil(reference_cutout(as_pil(x[i]), float(cy[i]), float(cx[i]), float(side[i])))
         assert torch.equal(out[i], expected), i
     fill = torch.tensor(CUTOUT_FILL, dtype=torch.uint8).view(3, 1, 1)
-    assert torch.equal(out[0, :, 7:14, 17:24], fill.expand(3, 7, 7))  # 6 px at (10, 20): rows/cols 7..13
-    assert torch.equal(out[1, :, 0:17, 23:32], fill.expand(3, 17, 9))  # clipped at the right border
+    # 6 px at (10.9, 20.4): corner int(7.9) = 7, int(17.4) = 17, rows/cols 7..13 and 17..23
+    assert torch.equal(out[0, :, 7:14, 17:24], fill.expand(3, 7, 7))
+    assert torch.equal(out[1, :, 0:17, 24:32], fill.expand(3, 17, 8))  # clipped at the top and right borders
     assert torch.equal(out[2], x[2])
 
 

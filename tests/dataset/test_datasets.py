@@ -142,6 +142,99 @@ def test_imagenet_folder_items_are_cropped_uint8(tmp_path):
         assert item["target"] == 1 and item["image"][0].float().mean().round() == 80
 
 
+def coordinate_imagenet(tmp_path, width=256, height=200):
+    """An ImageNet folder whose training image encodes its coordinates (R = x, G = y), so a
+    crop's box can be read from its corner pixels."""
+    from PIL import Image
+
+    ys, xs = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    pixels = torch.stack([xs, ys, torch.zeros_like(xs)], -1).to(torch.uint8).numpy()
+    for split in ("train", "val"):
+        os.makedirs(tmp_path / split / "n001")
+        Image.fromarray(pixels).save(tmp_path / split / "n001" / "0.png")
+    return get_dataset(make_cfg(TYPE="imagenet", ROOT=str(tmp_path))), width * height
+
+
+def crop_box(crop):
+    """(left, top, width, height) of a RandomResizedCrop of the coordinate image, from the
+    crop's first and last pixels (bilinear resampling: within about a pixel)."""
+    r, g = crop[0].double(), crop[1].double()
+    n = crop.shape[-1]
+    width = (r[0, -1] - r[0, 0]).item() * n / (n - 1)
+    height = (g[-1, 0] - g[0, 0]).item() * n / (n - 1)
+    return r[0, 0].item(), g[0, 0].item(), max(width, 1.0), max(height, 1.0)
+
+
+def two_sample_ks(a, b):
+    a, b = torch.sort(torch.as_tensor(a, dtype=torch.float64))[0], torch.sort(torch.as_tensor(b, dtype=torch.float64))[0]
+    grid = torch.cat([a, b])
+    fa = torch.searchsorted(a, grid, right=True) / len(a)
+    fb = torch.searchsorted(b, grid, right=True) / len(b)
+    return (fa - fb).abs().max().item()
+
+
+def test_imagenet_two_views_are_independent_random_resized_crops(tmp_path):
+    """With two views each training item carries a second crop, drawn independently of the
+    first, whose scale and aspect ratio follow RandomResizedCrop's law (scale 0.08..1 of the
+    area, ratio 3/4..4/3, log-uniform; torchvision's own draws as the reference)."""
+    from torchvision.transforms import RandomResizedCrop
+
+    from mdistiller.dataset import build_loaders
+
+    spec, area = coordinate_imagenet(tmp_path)
+    cfg = make_cfg(TYPE="imagenet", ROOT=str(tmp_path), NUM_WORKERS=0)
+    build_loaders(cfg, spec, num_views=2)
+    assert "crop_strong" not in spec.val[0]
+    torch.manual_seed(0)
+    n = 400
+    boxes = {"image": [], "crop_strong": []}
+    for _ in range(n):
+        item = spec.train[0]
+        assert item["crop_strong"].shape == item["image"].shape == (3, 224, 224)
+        for key in boxes:
+            boxes[key].append(crop_box(item[key]))
+    weak, strong = (torch.tensor(boxes[k], dtype=torch.float64) for k in ("image", "crop_strong"))
+    # independent: different boxes, uncorrelated scales and positions (99.9% |r| < 0.165 at n = 400)
+    assert (weak[:, :2] - strong[:, :2]).abs().amax(1).gt(2).double().mean() > 0.9
+    for j in range(4):
+        r = torch.corrcoef(torch.stack([weak[:, j], strong[:, j]]))[0, 1].item()
+        assert abs(r) < 0.165, j
+    # the law: two-sample KS against torchvision's own parameters (99.9%: 1.95 * sqrt(2 / n))
+    image = torch.zeros(3, 200, 256)
+    ref = torch.tensor([RandomResizedCrop.get_params(image, (0.08, 1.0), (3 / 4, 4 / 3)) for _ in range(n)],
+                       dtype=torch.float64)  # (top, left, height, width)
+    ref_scale, ref_ratio = ref[:, 2] * ref[:, 3] / area, ref[:, 3] / ref[:, 2]
+    for views in (weak, strong):
+        scale, ratio = views[:, 2] * views[:, 3] / area, views[:, 2] / views[:, 3]
+        assert scale.min() > 0.07 and scale.max() < 1.02 and ratio.min() > 0.72 and ratio.max() < 1.39
+        assert two_sample_ks(scale, ref_scale) < 1.95 * (2 / n) ** 0.5
+        assert two_sample_ks(ratio.log(), ref_ratio.log()) < 1.95 * (2 / n) ** 0.5
+    # one view: no second crop
+    build_loaders(cfg, spec, num_views=1)
+    assert "crop_strong" not in spec.train[0]
+
+
+def test_strong_view_is_made_from_the_second_crop():
+    """The batch transform builds the strong view from ``crop_strong`` when the batch has it,
+    with its own flip (the weak view keeps its own)."""
+    from mdistiller.dataset import DatasetSpec, build_batch_transform
+
+    spec = DatasetSpec(None, None, num_classes=10, model_family="imagenet", mean=(0.5,) * 3, std=(0.25,) * 3,
+                       image_size=16, pad=0)
+    g = torch.Generator().manual_seed(0)
+    batch = {"image": torch.randint(0, 256, (6, 3, 16, 16), generator=g, dtype=torch.uint8),
+             "crop_strong": torch.randint(0, 256, (6, 3, 16, 16), generator=g, dtype=torch.uint8),
+             "target": torch.arange(6), "index": torch.arange(6)}
+    t = build_batch_transform(spec, 2, True, "cpu", generator=torch.Generator().manual_seed(1), record=True)
+    out = t(batch)
+    assert set(out) == {"image_weak", "image_strong", "target", "index"}
+    p = t.last_params["strong"]
+    torch.testing.assert_close(out["image_strong"], t.normalize(t.strong(batch["crop_strong"], p)))
+    assert not torch.allclose(out["image_strong"], t.normalize(t.strong(batch["image"], p)))
+    one = build_batch_transform(spec, 1, True, "cpu")(batch)
+    assert set(one) == {"image", "target", "index"}
+
+
 def test_imagenet_missing_folder_names_path_and_layout(tmp_path):
     with pytest.raises(DataError) as e:
         get_dataset(make_cfg(TYPE="imagenet", ROOT=str(tmp_path / "nowhere")))

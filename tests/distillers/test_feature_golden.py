@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 import torch.nn as nn
-from tests.conftest import deterministic_fill, load_reference, probe_input, torch_threads
+from tests.conftest import deterministic_fill, load_reference, probe_input
 
 from mdistiller.distillers import DISTILLERS
 from mdistiller.engine.cfg import get_default_cfg, overrides_to_dict, merge_dict
@@ -56,18 +56,30 @@ def build_filled(method, filled_pair):
     return distiller.double().train()
 
 
+# Tolerances (relative to each value; gradient: relative to its largest entry). 1e-9 where
+# the computation is well-conditioned. Two methods are not, and their results move with the
+# CPU's kernels (measured with scripts/feature_golden_report.py on an Intel Xeon with AMX,
+# where the golden values were recorded, and on an AMD EPYC without AMX under the plain,
+# ATEN_CPU_CAPABILITY=default/avx2 and ONEDNN_MAX_CPU_ISA=AVX2 settings; the reference code
+# itself moves by the same amounts on the AMD machine):
+# - OFD thresholds its partial L2 mask at s > t: an entry near the threshold flips between
+#   CPUs. Measured spread: terms and total 4.4e-8, input gradient 7.3e-7 of its largest entry
+#   (2.2e-6 of 3). Tolerances about 5x that: 2e-7 and 5e-6.
+# - KDSVD takes a float32 SVD (as the reference does), whose result depends on LAPACK's
+#   kernels and thread count. Measured spread: loss_kd 1.8e-6, input gradient 2.2e-8 of its
+#   largest entry. Tolerances about 5x that: 1e-5 and 1e-7; the total (loss_ce dominates) is
+#   allowed loss_kd's tolerance in absolute terms.
+TOLERANCE = {"OFD": (2e-7, 5e-6), "KDSVD": (1e-5, 1e-7)}
+WELL_CONDITIONED = (1e-9, 1e-9)
+
+
 @pytest.mark.parametrize("method", sorted(CASES))
 def test_feature_distiller_matches_reference(method, filled_pair, teacher_outputs):
-    case = CASES[method]
-    if method == "KDSVD":
-        # KDSVD's SVD runs in float32 as in the reference, and LAPACK's float32 result depends
-        # on its thread count (1e-6 relative apart); the golden value was recorded with 2
-        with torch_threads(2):
-            return _check(method, case, filled_pair, teacher_outputs)
-    _check(method, case, filled_pair, teacher_outputs)
+    _check(method, CASES[method], filled_pair, teacher_outputs)
 
 
 def _check(method, case, filled_pair, teacher_outputs):
+    rel, grad_rel = TOLERANCE.get(method, WELL_CONDITIONED)
     distiller = build_filled(method, filled_pair)
     if not distiller.teacher.training:  # reuse the shared teacher forward (saves a second per case)
         distiller.teacher_forward = lambda image: [teacher_outputs]
@@ -81,10 +93,10 @@ def _check(method, case, filled_pair, teacher_outputs):
     assert logits.shape == (REF["batch"], 100)
     assert sorted(losses) == sorted(case["losses"])
     for name, value in case["losses"].items():
-        assert losses[name].item() == pytest.approx(value, rel=1e-9, abs=1e-12), name
+        assert losses[name].item() == pytest.approx(value, rel=rel, abs=1e-12), name
     total = sum(losses.values())
-    assert total.item() == pytest.approx(case["total"], rel=1e-9)
+    assert total.item() == pytest.approx(case["total"], rel=rel, abs=rel * max(map(abs, case["losses"].values())))
     total.backward()
     grad = torch.tensor(case["grad_input"], dtype=torch.float64)
-    torch.testing.assert_close(x.grad, grad, rtol=1e-9, atol=1e-9 * grad.abs().max().item())
+    torch.testing.assert_close(x.grad, grad, rtol=grad_rel, atol=grad_rel * grad.abs().max().item())
     assert all(p.grad is None for p in distiller.teacher.parameters())

@@ -193,6 +193,27 @@ def test_mlkd_paper_mode_changes_the_masked_terms():
         assert abs(paper[name] - ref[name]) > 1e-6 * abs(ref[name]), name
 
 
+def test_dkd_aug_is_dkd_summed_over_the_two_views():
+    """DKD_aug (the SLD repository's ``dkd/res32x4_res8x4_aug.yaml``) trains on two views;
+    each term is DKD's on the weak view plus DKD's on the strong view."""
+    case = next(c for c in CASES if c["method"] == "DKD")
+    reverse = {k: [row[::-1] for row in case[f"{who}_weak"]] for k, who in (("s", "student"), ("t", "teacher"))}
+    two = {**case, "two_view": True, "student_strong": reverse["s"], "teacher_strong": reverse["t"]}
+    strong_only = {**case, "student_weak": reverse["s"], "teacher_weak": reverse["t"]}
+    cfg = make_cfg("DKD_aug", case["config"])
+    assert DISTILLERS["DKD_aug"].views_for(cfg) == 2
+    logits, losses, _, grads = run(make("DKD_aug", cfg), two)
+    dkd_cfg = make_cfg("DKD", case["config"])
+    _, weak, _, weak_grads = run(make("DKD", dkd_cfg), case, two_view=False)
+    _, strong, _, strong_grads = run(make("DKD", dkd_cfg), strong_only, two_view=False)
+    assert sorted(losses) == sorted(weak) == ["loss_ce", "loss_kd"]
+    for k in losses:
+        torch.testing.assert_close(losses[k], weak[k] + strong[k], rtol=1e-12, atol=0)
+    torch.testing.assert_close(grads["weak"], weak_grads["weak"], rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(grads["strong"], strong_grads["weak"], rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(logits, torch.tensor(case["student_weak"], dtype=F64))
+
+
 # -- the distiller contract ----------------------------------------------------------------
 def test_registry_holds_the_logit_methods():
     assert set(METHODS) <= set(DISTILLERS)

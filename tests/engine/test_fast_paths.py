@@ -14,6 +14,7 @@ classes, batch 8, float32), for SLD, MLKD, KD and DKD:
 
 import contextlib
 import copy
+import os
 
 import pytest
 import torch
@@ -173,14 +174,43 @@ def test_teacher_copy_follows_the_teacher(models, spec):
 @pytest.mark.parametrize("method", METHODS)
 def test_channels_last_step_equals_contiguous_step(method, models, spec, raw_batch):
     """(b) ``train_step`` with channels_last models and inputs gives the contiguous step's
-    losses (1e-5 relative) and, after the update, its student weights (1e-4 relative)."""
+    losses (1e-5 relative) and the same update of the student's weights.
+
+    The update is compared in two ways. In float64, channels_last and contiguous student
+    gradients are the same computation (1e-9 of each tensor's largest entry; measured 4e-14).
+    In float32, after the trainer's step, each weight is within 1e-2 of the largest change in
+    the student: some gradients are ill-conditioned (a BatchNorm backward subtracts the
+    channel's mean gradient, nearly equal to each entry when the gradient is almost constant
+    over the batch), and the channels_last kernels sum in another order than the contiguous
+    ones; measured on an AMD EPYC (plain, ATEN_CPU_CAPABILITY=default/avx2,
+    ONEDNN_MAX_CPU_ISA=AVX2): up to 1e-3 of the largest change, 4e-3 of a tensor's largest
+    gradient entry, while the float64 gradients agree. A wrong layout or a lost gradient
+    would be off by order 1."""
+    distiller = make_distiller(method, models, spec).double().train()
+    g = torch.Generator().manual_seed(1)
+    batch = build_batch_transform(spec, distiller.num_views, train=True, device="cpu", generator=g)(raw_batch)
+    batch = {k: v.double() if v.is_floating_point() else v for k, v in batch.items()}
+    grads = []
+    for memory_format in (torch.contiguous_format, torch.channels_last):
+        d = copy.deepcopy(distiller).to(memory_format=memory_format)
+        views = {k: v.contiguous(memory_format=memory_format) if v.dim() == 4 else v for k, v in batch.items()}
+        sum(d(**views, epoch=EPOCH)[1].values()).backward()
+        grads.append({n: p.grad for n, p in d.student.named_parameters()})
+    for name, grad in grads[0].items():
+        assert_rel(grads[1][name], grad, 1e-9, name)
+
     plain = make_trainer(method, models, spec)
     fast = make_trainer(method, models, spec, channels_last=True)
+    before = [p.detach().clone() for p in plain.distiller.student.parameters()]
     expected = step_losses(plain, raw_batch)
     assert_same_step_losses(step_losses(fast, raw_batch), expected, 1e-5)
-    for (name, p), q in zip(plain.distiller.student.named_parameters(), fast.distiller.student.parameters()):
+    params = list(zip(plain.distiller.student.named_parameters(), fast.distiller.student.parameters(), before))
+    largest = max((p.detach() - p0).abs().max().item() for (_, p), _, p0 in params)
+    assert largest > 0
+    for (name, p), q, p0 in params:
         assert q.is_contiguous(memory_format=torch.channels_last) or q.dim() != 4, name
-        assert_rel(q.detach(), p.detach(), 1e-4, name)
+        err = (q.detach() - p.detach()).abs().max().item()
+        assert err <= 1e-2 * largest, f"{name}: |diff| {err:.3g} > 1e-2 x largest change {largest:.3g}"
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -262,11 +292,19 @@ def test_train_step_does_not_synchronise(method, amp, channels_last, models, spe
     assert bool(finite) and torch.isfinite(total) and logits.shape == (BATCH, CLASSES)
 
 
-def test_compiled_step_equals_eager_step(models, spec, raw_batch):
+def test_compiled_step_equals_eager_step(models, spec, raw_batch, monkeypatch):
     """(e) SOLVER.COMPILE: the student and the teacher's cached copy are ``torch.compile``d
     (inductor; the teacher's with freezing) and two SLD steps give the eager steps' losses
     (1e-5 relative) and student weights (1e-4 relative, 1e-5 absolute). One method:
-    compiling is slow."""
+    compiling is slow.
+
+    Under ``ATEN_CPU_CAPABILITY=default`` inductor (torch 2.14) still emits vectorized C++
+    that its own build does not declare (``'at::vec' has not been declared``), so compiling
+    fails whatever the model; the test then asks inductor for scalar code (``cpp.simdlen 1``)."""
+    if os.environ.get("ATEN_CPU_CAPABILITY", "").lower() == "default":
+        import torch._inductor.config as inductor_config
+
+        monkeypatch.setattr(inductor_config.cpp, "simdlen", 1)
     eager = make_trainer("SLD", models, spec)
     compiled = make_trainer("SLD", models, spec, compile=True)
     for _ in range(2):  # the second step runs on the compiled graphs, with updated weights
