@@ -21,7 +21,8 @@ import warnings
 
 import pytest
 
-from mdistiller.engine.cfg import LEGACY_KD_KEYS, get_key, load_cfg
+from mdistiller.distillers import DISTILLERS
+from mdistiller.engine.cfg import get_key, load_cfg
 from tests.configs.helpers import assert_trains_a_step
 from tests.conftest import REPO_ROOT, load_reference
 
@@ -50,7 +51,7 @@ def expected_values(rel):
     """``{our key: value}`` the shipped file must have for the reference file ``rel``."""
     ref = effective(rel)
     method = ref["DISTILLER.TYPE"]
-    moved = LEGACY_KD_KEYS.get(method, {})
+    moved = DISTILLERS[method].legacy_keys
     out = {}
     for key, value in ref.items():
         if key.startswith(NOT_READ):
@@ -99,7 +100,7 @@ def test_every_reference_key_is_compared():
     """Each key a reference file sets is either compared or one of the documented exceptions."""
     compared = {k for rel in REF["files"] for k in expected_values(rel)}
     for rel, keys in REF["files"].items():
-        moved = LEGACY_KD_KEYS.get(effective(rel)["DISTILLER.TYPE"], {})
+        moved = DISTILLERS[effective(rel)["DISTILLER.TYPE"]].legacy_keys
         for key in keys:
             assert key in compared or key.startswith(NOT_READ) or key in moved, (rel, key)
 
