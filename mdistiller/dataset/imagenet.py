@@ -19,10 +19,11 @@ SIZE = 224
 
 
 class ImageFolderDataset(Dataset):
-    """An ImageFolder whose items are ``{"image": uint8 CHW, "target", "index"}`` dicts."""
+    """An ImageFolder whose items are ``{"image": uint8 CHW, "target", "index"}`` dicts, with
+    the ImageNet-style crops at ``size`` (validation resized to ``size * 256 / 224`` first)."""
 
-    def __init__(self, root, train):
-        crop = [v2.RandomResizedCrop(SIZE)] if train else [v2.Resize(256), v2.CenterCrop(SIZE)]
+    def __init__(self, root, train, size=SIZE):
+        crop = [v2.RandomResizedCrop(size)] if train else [v2.Resize(round(size * 256 / 224)), v2.CenterCrop(size)]
         self.transform = v2.Compose(crop + [v2.PILToTensor()])
         self.folder = ImageFolder(root)
         self.targets = self.folder.targets

@@ -22,6 +22,7 @@ import os
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from ..utils.errors import CheckpointError, ConfigError
 from ..utils.registry import Registry
@@ -78,22 +79,47 @@ class ExternalNet(FeatureNet):
         logits, stages, pooled = self.features(x)
         return logits, {"feats": list(stages), "pooled_feat": pooled}
 
-    @torch.no_grad()
     def probe(self):
-        """Run one zero image of the model's input size: sets the stage channels, and a model
-        that cannot take that size fails here with a one-line ConfigError."""
-        was_training = self.training
-        self.eval()
-        try:
-            _, feats = self(torch.zeros(1, 3, self.input_size, self.input_size))
-        except (RuntimeError, ValueError, AssertionError, IndexError) as e:
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
-            raise ConfigError(f"model {self.name} cannot take {self.input_size}-pixel images ({first}); use "
-                              f"another DATASET.IMAGE_SIZE, DISTILLER.TEACHER_INPUT_SIZE or model") from None
-        finally:
-            self.train(was_training)
-        self.stage_channels = [f.shape[1] for f in feats["feats"]]
+        """Sets the stage channels from one zero image of the model's input size (a model that
+        cannot take that size fails here with a one-line ConfigError)."""
+        self.stage_channels = [f.shape[1] for f in check_input_size(self, self.input_size, self.name)["feats"]]
         return self
+
+
+@torch.no_grad()
+def check_input_size(model, size, name):
+    """``feats`` of ``model`` (zoo form) on one zero ``size``-pixel image, in eval mode; a
+    ConfigError naming the model and the size if it cannot take such images."""
+    p = next(model.parameters())
+    was_training = model.training
+    model.eval()
+    try:
+        return model(torch.zeros(1, 3, size, size, dtype=p.dtype, device=p.device))[1]
+    except (RuntimeError, ValueError, AssertionError, IndexError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise ConfigError(f"model {name} cannot take {size}-pixel images ({first}); use another "
+                          f"DATASET.IMAGE_SIZE, DISTILLER.TEACHER_INPUT_SIZE or model") from None
+    finally:
+        model.train(was_training)
+
+
+def resize_inputs(model, size):
+    """Make ``model`` resize its (N, C, H, W) input to ``size`` x ``size`` first, on the
+    input's device (bilinear; antialiased when shrinking). A forward pre-hook: the state
+    dict is unchanged, feature probes see the resized shapes, and the teacher then runs
+    as it is (without the BN-folded copy of ``Distiller._run_teacher``)."""
+
+    def resize(module, args):
+        x = args[0]
+        if x.dim() != 4 or tuple(x.shape[-2:]) == (size, size):
+            return None
+        y = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
+                          antialias=size < min(x.shape[-2:]))
+        return (y, *args[1:])
+
+    model.register_forward_pre_hook(resize)
+    model.input_size = size
+    return model
 
 
 def _library_error(name, e, how):
