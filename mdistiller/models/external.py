@@ -51,6 +51,19 @@ def build_external(name, num_classes=None, image_size=224, pretrained=False):
     return MODEL_SOURCES[source](model, num_classes, image_size, pretrained)
 
 
+class FeatureDict(dict):
+    """The ``feats`` of a library model: asking for a key it lacks (``preact_feats``, the
+    zoo's pre-ReLU stage outputs) is a one-line ConfigError, not a KeyError."""
+
+    def __init__(self, name, **feats):
+        super().__init__(**feats)
+        self.name = name
+
+    def __missing__(self, key):
+        raise ConfigError(f"model {self.name} gives no feats['{key}'] (it has {', '.join(self)}); this method "
+                          f"needs a zoo model there, or pick another method")
+
+
 class ExternalNet(FeatureNet):
     """A library classifier (``self.model``) in the zoo's ``(logits, feats)`` form."""
 
@@ -77,7 +90,7 @@ class ExternalNet(FeatureNet):
 
     def forward(self, x):
         logits, stages, pooled = self.features(x)
-        return logits, {"feats": list(stages), "pooled_feat": pooled}
+        return logits, FeatureDict(self.name, feats=list(stages), pooled_feat=pooled)
 
     def probe(self):
         """Sets the stage channels from one zero image of the model's input size (a model that
