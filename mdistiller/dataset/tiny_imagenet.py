@@ -9,8 +9,9 @@ missing and the network allows):
 
 ``test/`` and ``words.txt`` are not needed. As upstream mdistiller, the models are the
 CIFAR zoo's (64-pixel inputs) and the views are made on the device: 4-pixel-padded random
-crop and flip (and the strong view for two-view methods). Normalized with the training
-set's per-channel mean (0.4802, 0.4481, 0.3975) and std (0.2770, 0.2691, 0.2821).
+crop and flip (and the strong view for two-view methods; upstream rotates by up to 20
+degrees and flips). Normalized as upstream: mean (0.4802, 0.4481, 0.3975), std
+(0.2302, 0.2265, 0.2262).
 ``DATASET.IMAGE_SIZE`` (0 = 64) resizes the images in the workers.
 """
 
@@ -21,7 +22,7 @@ from .base import DatasetSpec, register_dataset
 from .imagefolder import ImageListDataset, image_size
 
 MEAN = (0.4802, 0.4481, 0.3975)
-STD = (0.2770, 0.2691, 0.2821)
+STD = (0.2302, 0.2265, 0.2262)
 SIZE = 64
 URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
 DEFAULT_ROOT = os.path.join("data", "tiny-imagenet-200")
