@@ -49,6 +49,7 @@ CHUNK = 1 << 20
 # what a damaged tar stream or checkpoint raises while being read
 BAD_TAR = (tarfile.TarError, EOFError, zlib.error)
 BAD_CHECKPOINT = (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, KeyError)
+REINSTALL = "run 'python3 tools/download_ckpts.py' again"
 #: the zoo models whose published checkpoints the archive must hold
 TEACHERS = CIFAR_TEACHERS
 
@@ -195,9 +196,9 @@ def verify(dest):
     for rel in expected_teachers():
         path = os.path.join(dest, *rel.split("/"))
         if not os.path.isfile(path):
-            raise CheckpointError(f"teacher checkpoint '{path}' is missing; run 'python3 tools/download_ckpts.py' again")
+            raise CheckpointError(f"teacher checkpoint '{path}' is missing; {REINSTALL}")
         if recorded_sha256(path)[0] is None:
-            raise CheckpointError(f"'{sums}' records no SHA-256 for '{path}'; run 'python3 tools/download_ckpts.py' again")
+            raise CheckpointError(f"'{sums}' records no SHA-256 for '{path}'; {REINSTALL}")
         verify_recorded_sha256(path)
         checked += 1
     return checked

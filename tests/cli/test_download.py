@@ -269,3 +269,14 @@ def test_layout_and_models_are_verified_and_sha256_recorded(good_archive, server
     assert main(["--dest", str(dest), "--verify"]) == 2
     assert "does not match the SHA-256" in one_line_error(capsys)
     assert installed.exists()  # nothing is deleted
+
+
+def test_expected_teachers_are_the_reference_layout(monkeypatch):
+    """The archive must hold exactly the published teachers of the reference's
+    cifar_models.json (tests/data/cifar_models.json.gz), at its paths."""
+    from tests.conftest import load_reference
+
+    monkeypatch.setattr(download, "TEACHERS", download.CIFAR_TEACHERS)
+    reference = {f"cifar_teachers/{v['mdistiller_teacher_ckpt']}": k for k, v in load_reference("cifar_models").items()
+                 if v["mdistiller_teacher_ckpt"]}
+    assert download.expected_teachers() == reference

@@ -11,6 +11,7 @@ from mdistiller.models import build_model
 from tests.engine.helpers import metrics, tiny_argv
 
 TEACHER = "timm:resnet10t"
+STUDENT = "torchvision:mobilenet_v3_small"
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +40,8 @@ def test_logit_methods_with_a_timm_teacher_and_a_zoo_student(tmp_path, timm_teac
 
 
 def test_feature_method_with_a_torchvision_student(tmp_path, timm_teacher, capsys):
-    # timm:resnet10t and torchvision:mobilenet_v3_small have the same stage sizes (16..1 at 32 px): FitNet pairs stage 2
-    argv = ["DISTILLER.TYPE", "FITNET", "DISTILLER.TEACHER", TEACHER, "DISTILLER.STUDENT", "torchvision:mobilenet_v3_small"]
+    # the timm teacher and the torchvision student have the same stage sizes (16..1 at 32 px): FitNet pairs stage 2
+    argv = ["DISTILLER.TYPE", "FITNET", "DISTILLER.TEACHER", TEACHER, "DISTILLER.STUDENT", STUDENT]
     assert run(tmp_path, "fitnet", *argv, teacher=timm_teacher) == 0
     assert len(metrics(tmp_path, "fitnet")) == 1
 
@@ -51,7 +52,7 @@ def test_feature_method_with_a_torchvision_student(tmp_path, timm_teacher, capsy
     ("OFD", (), "no get_bn_before_relu"),
 ])
 def test_feature_methods_that_cannot_pair_say_which_key(tmp_path, timm_teacher, method, extra, message, capsys):
-    argv = ["DISTILLER.TYPE", method, "DISTILLER.TEACHER", "resnet8", "DISTILLER.STUDENT", "torchvision:mobilenet_v3_small"]
+    argv = ["DISTILLER.TYPE", method, "DISTILLER.TEACHER", "resnet8", "DISTILLER.STUDENT", STUDENT]
     if method != "FITNET":
         argv[3] = TEACHER
     teacher = timm_teacher if method != "FITNET" else None
