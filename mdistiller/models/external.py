@@ -13,9 +13,10 @@ model it returns is an :class:`ExternalNet`, which wraps the library's classifie
 
 ``get_stage_channels()`` lists the channels of ``feats["feats"]``; the models have no
 ``get_feat_modules``/``get_bn_before_relu``, so methods that need them (OFD...) say so.
-State dicts load with or without the wrapper's ``model.`` prefix (a plain timm/torchvision
-state dict, or one saved by this framework). ``timm`` is an optional dependency
-(``pip install timm``): the zoo and torchvision sources work without it.
+Teacher checkpoints load with or without the wrapper's ``model.`` prefix (a plain
+timm/torchvision state dict, or one saved by this framework; see ``normalize_state_dict``).
+``timm`` is an optional dependency (``pip install timm``): the zoo and torchvision sources
+work without it.
 """
 
 import os
@@ -76,13 +77,6 @@ class ExternalNet(FeatureNet):
         if any(k.startswith("model.") for k in state):
             return state
         return {f"model.{k}": v for k, v in state.items()}
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        inner = prefix + "model."
-        if state_dict and not any(k.startswith(inner) for k in state_dict):
-            for k in [k for k in state_dict if k.startswith(prefix)]:
-                state_dict[inner + k[len(prefix):]] = state_dict.pop(k)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def features(self, x):
         """``(logits, stage maps, pooled)`` of the wrapped model."""
