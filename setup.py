@@ -25,6 +25,7 @@ setup(
     packages=find_packages(include=["mdistiller", "mdistiller.*"]),
     python_requires=">=3.9",
     install_requires=requirements,
-    extras_require={"test": ["pytest>=7", "hypothesis>=6"]},
+    # timm: optional (timm:<name> models); it pulls in huggingface_hub, which the zoo never needs
+    extras_require={"test": ["pytest>=7", "hypothesis>=6", "timm>=1.0"], "timm": ["timm>=1.0"]},
     entry_points={"console_scripts": CONSOLE_SCRIPTS},
 )

@@ -1,4 +1,4 @@
-"""``python3 tools/download_ckpts.py [--dest DIR] [--url URL] [--sha256 HEX] [--archive FILE]``
+"""``python3 tools/download_ckpts.py [--dest DIR] [--url URL] [--sha256 HEX] [--archive FILE] [--verify]``
 
 Installs mdistiller's published CIFAR-100 teachers (its release file ``cifar_teachers.tar``)
 where training looks for them: ``download_ckpts/cifar_teachers/<model>_vanilla/
@@ -6,7 +6,11 @@ ckpt_epoch_240.pth``. The archive is streamed to a temporary file next to the de
 and renamed when complete, then checked before anything is unpacked: the optional SHA-256;
 a tar whose members are all ``.pth`` files under ``cifar_teachers/`` (no absolute paths,
 ``..`` or links); every checkpoint loading with ``torch.load(weights_only=True)`` to a dict
-whose ``"model"`` entry is a state dict. A network failure, a bad file or a write failure is
+whose ``"model"`` entry is a state dict; every published teacher (the zoo's
+``CIFAR_TEACHERS``, as in the reference's ``cifar_models.json``) present and loading strictly
+into its zoo model (keys, shapes, 100 classes). Each file's SHA-256 is recorded in
+``cifar_teachers/SHA256SUMS``: training refuses a teacher whose bytes changed since, and
+``--verify`` checks the installed files. A network failure, a bad file or a write failure is
 reported as one line (exit code 2); nothing half-written is left behind.
 """
 
@@ -24,12 +28,16 @@ import tarfile
 import tempfile
 import urllib.error
 import urllib.request
+import warnings
 import zipfile
 import zlib
 
 import torch
 from tqdm import tqdm
 
+from ..engine.checkpoint import SHA256_FILE, file_sha256, recorded_sha256, strip_prefix, verify_recorded_sha256
+from ..models import CIFAR_TEACHER_DIR
+from ..models.cifar import CIFAR_TEACHERS
 from ..utils.errors import CheckpointError, ConfigError, MdistillerError
 from .common import ArgumentParser, REPO_ROOT, add_debug_flag, run_tool
 
@@ -41,6 +49,9 @@ CHUNK = 1 << 20
 # what a damaged tar stream or checkpoint raises while being read
 BAD_TAR = (tarfile.TarError, EOFError, zlib.error)
 BAD_CHECKPOINT = (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, KeyError)
+REINSTALL = "run 'python3 tools/download_ckpts.py' again"
+#: the zoo models whose published checkpoints the archive must hold
+TEACHERS = CIFAR_TEACHERS
 
 
 class DownloadError(MdistillerError):
@@ -90,14 +101,6 @@ def fetch(url, path, timeout=60.0, quiet=False):
     return digest.hexdigest()
 
 
-def sha256_of(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def checkpoint_members(tar):
     """The archive's checkpoint files; anything that could land outside ``cifar_teachers/``
     or is not a ``.pth`` file is refused before a byte is written."""
@@ -137,12 +140,79 @@ def check_checkpoint(name, data):
     return state
 
 
+def expected_teachers():
+    """``{path in the archive: model name}`` of the published teachers (the zoo's list, which
+    the tests check against the reference's ``cifar_models.json``)."""
+    from ..models import cifar_teacher_ckpt
+
+    return {f"{ARCHIVE_ROOT}/{cifar_teacher_ckpt(n)[len(CIFAR_TEACHER_DIR) + 1:]}": n for n in TEACHERS}
+
+
+def check_fits_model(rel, state, name):
+    """CheckpointError unless ``state`` loads strictly into the zoo's ``name`` (100 classes)."""
+    from ..engine.checkpoint import describe_mismatch
+    from ..models import build_model
+
+    mismatch = describe_mismatch(build_model(name, "cifar", 100), strip_prefix(state, "module."))
+    if mismatch:
+        raise CheckpointError(f"'{rel}' in the archive does not fit the zoo's {name} ({mismatch}); "
+                              f"this is not mdistiller's teacher archive")
+
+
+def check_layout(installed):
+    """CheckpointError when a published teacher is missing; a warning for extra files."""
+    names = {rel for rel, _ in installed}
+    missing = [rel for rel in expected_teachers() if rel not in names]
+    if missing:
+        raise CheckpointError(f"the archive lacks {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}; "
+                              f"this is not mdistiller's complete teacher archive: download it again")
+    extra = sorted(names - set(expected_teachers()))
+    if extra:
+        warnings.warn(f"the archive also holds {', '.join(extra[:3])}, which no zoo model uses; installed anyway")
+
+
+def write_sums(folder, digests):
+    """Record ``{path relative to folder: sha256}`` in ``folder``/SHA256SUMS (kept entries of
+    other files), atomically."""
+    sums = os.path.join(folder, SHA256_FILE)
+    entries = {}
+    if os.path.isfile(sums):
+        with open(sums, encoding="utf-8") as f:
+            entries = {name: digest for digest, _, name in (line.strip().partition("  ") for line in f) if name}
+    entries.update(digests)
+    fd, tmp = tempfile.mkstemp(prefix=f".{SHA256_FILE}.", dir=folder)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.writelines(f"{entries[k]}  {k}\n" for k in sorted(entries))
+    os.replace(tmp, sums)
+
+
+def verify(dest):
+    """Check every installed checkpoint against its recorded SHA-256; returns the count."""
+    folder = os.path.join(dest, ARCHIVE_ROOT)
+    sums = os.path.join(folder, SHA256_FILE)
+    if not os.path.isfile(sums):
+        raise CheckpointError(f"no {sums}; install the teachers with 'python3 tools/download_ckpts.py' first")
+    checked = 0
+    for rel in expected_teachers():
+        path = os.path.join(dest, *rel.split("/"))
+        if not os.path.isfile(path):
+            raise CheckpointError(f"teacher checkpoint '{path}' is missing; {REINSTALL}")
+        if recorded_sha256(path)[0] is None:
+            raise CheckpointError(f"'{sums}' records no SHA-256 for '{path}'; {REINSTALL}")
+        verify_recorded_sha256(path)
+        checked += 1
+    return checked
+
+
 def install(archive, dest):
-    """Check every checkpoint of ``archive``, then move them all into ``dest``.
+    """Check every checkpoint of ``archive`` (it loads, it fits its zoo model, every published
+    teacher is there), then move them all into ``dest`` and record their SHA-256 in
+    ``dest/cifar_teachers/SHA256SUMS``.
 
     Returns ``[(relative path, number of tensors)]``. Files are staged in a temporary
     folder inside ``dest`` so a bad archive installs nothing.
     """
+    teachers = expected_teachers()
     staging = tempfile.mkdtemp(prefix=".cifar_teachers-", dir=dest)
     try:
         installed = []
@@ -152,6 +222,8 @@ def install(archive, dest):
                     with tar.extractfile(member) as src:
                         data = src.read()
                     state = check_checkpoint(rel, data)
+                    if rel in teachers:
+                        check_fits_model(rel, state, teachers[rel])
                     staged = os.path.join(staging, *rel.split("/"))
                     os.makedirs(os.path.dirname(staged), exist_ok=True)
                     with open(staged, "wb") as out:
@@ -160,10 +232,14 @@ def install(archive, dest):
         except BAD_TAR as e:
             raise CheckpointError(f"'{archive}' is not a valid tar archive ({e}); the download may be "
                                   f"damaged: run the command again") from None
+        check_layout(installed)
+        digests = {rel[len(ARCHIVE_ROOT) + 1:]: file_sha256(os.path.join(staging, *rel.split("/")))
+                   for rel, _ in installed}
         for rel, _ in installed:
             final = os.path.join(dest, *rel.split("/"))
             os.makedirs(os.path.dirname(final), exist_ok=True)
             os.replace(os.path.join(staging, *rel.split("/")), final)
+        write_sums(os.path.join(dest, ARCHIVE_ROOT), digests)
         return installed
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -177,6 +253,9 @@ def run(args):
         raise ConfigError(f"--dest '{args.dest}' is a file; give a folder")
     if args.archive and os.path.isdir(args.archive):
         raise CheckpointError(f"archive '{args.archive}' is a folder; give the cifar_teachers.tar file")
+    if args.verify:
+        print(f"{verify(dest)} teacher checkpoints in {dest} match their recorded SHA-256")
+        return 0
     if args.archive and not os.path.isfile(args.archive):
         raise CheckpointError(f"archive '{args.archive}' does not exist; check the --archive path")
     with writing_to(dest):
@@ -184,7 +263,7 @@ def run(args):
         temporary, done = None, False
         try:
             if args.archive:
-                archive, digest = args.archive, sha256_of(args.archive)
+                archive, digest = args.archive, file_sha256(args.archive)
             else:
                 fd, temporary = tempfile.mkstemp(prefix=f".{ARCHIVE_NAME}.", suffix=".part", dir=dest)
                 os.close(fd)
@@ -222,6 +301,8 @@ def parse_args(argv):
     p.add_argument("--keep-archive", action="store_true", help="keep the downloaded tar in --dest")
     p.add_argument("--timeout", type=float, default=60.0, help="network timeout in seconds (default: 60)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--verify", action="store_true", help="only check the installed teachers against the "
+                   "SHA-256 recorded at installation (no download)")
     add_debug_flag(p)
     return p.parse_args(argv)
 

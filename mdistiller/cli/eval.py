@@ -67,7 +67,7 @@ def evaluate_checkpoint(args):
     cfg, name, ckpt = resolve(args)
     device = resolve_device(cfg.SOLVER.DEVICE)
     spec = get_dataset(cfg)
-    model = build_model(name, spec.model_family, spec.num_classes)
+    model = build_model(name, spec.model_family, spec.num_classes, spec.image_size)
     if ckpt == "pretrain":
         cfg.defrost()
         cfg.DISTILLER.TEACHER = name

@@ -9,7 +9,7 @@ device-side views (weak, or weak + strong).
 import dataclasses
 
 from ..utils.errors import ConfigError
-from . import cifar100, fashion_mnist, imagenet, synthetic  # noqa: F401  (register the datasets)
+from . import cifar100, fashion_mnist, imagefolder, imagenet, synthetic, tiny_imagenet  # noqa: F401  (register the datasets)
 from .augment import build_batch_transform  # noqa: F401
 from .base import DATASETS, DatasetSpec, apply_subset, register_dataset, subset_indices  # noqa: F401
 from .loader import build_loaders, set_epoch  # noqa: F401

@@ -22,11 +22,12 @@ SIZE = 224
 
 
 class ImageFolderDataset(Dataset):
-    """An ImageFolder whose items are ``{"image": uint8 CHW, "target", "index"}`` dicts, plus
-    ``crop_strong`` (an independent second crop) in training with two views (:meth:`set_views`)."""
+    """An ImageFolder whose items are ``{"image": uint8 CHW, "target", "index"}`` dicts, with
+    the ImageNet-style crops at ``size`` (validation resized to ``size * 256 / 224`` first),
+    plus ``crop_strong`` (an independent second crop) in training with two views (:meth:`set_views`)."""
 
-    def __init__(self, root, train):
-        crop = [v2.RandomResizedCrop(SIZE)] if train else [v2.Resize(256), v2.CenterCrop(SIZE)]
+    def __init__(self, root, train, size=SIZE):
+        crop = [v2.RandomResizedCrop(size)] if train else [v2.Resize(round(size * 256 / 224)), v2.CenterCrop(size)]
         self.transform = v2.Compose(crop + [v2.PILToTensor()])
         self.folder = ImageFolder(root)
         self.targets = self.folder.targets

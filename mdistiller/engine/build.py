@@ -11,16 +11,17 @@ from ..dataset.augment import build_batch_transform
 from ..dataset.loader import build_loaders
 from ..distillers import build_distiller, views_for_cfg  # noqa: F401  (build_distiller: re-exported)
 from ..distillers.combine import method_classes, uses_teacher
-from ..models import MODEL_FAMILIES, build_model
+from ..models import MODEL_FAMILIES, build_model, check_model_name, split_source
+from ..models.external import check_input_size, resize_inputs
 from ..utils.errors import CheckpointError, ConfigError
-from .checkpoint import CKPT_FIX, load_model_weights
+from .checkpoint import CKPT_FIX, load_model_weights, verify_recorded_sha256
 from .utils import REPO_ROOT
 
 
 def teacher_checkpoint_path(cfg, family):
     """DISTILLER.TEACHER_CKPT, else mdistiller's download_ckpts location for the model."""
     path = cfg.DISTILLER.TEACHER_CKPT
-    if not path and family == "cifar":
+    if not path and family == "cifar" and split_source(cfg.DISTILLER.TEACHER)[0] is None:
         entry = MODEL_FAMILIES["cifar"][cfg.DISTILLER.TEACHER]
         path = entry[1] or ""
     if path and not os.path.isabs(path) and not os.path.exists(path):
@@ -29,19 +30,41 @@ def teacher_checkpoint_path(cfg, family):
     return path
 
 
-def build_teacher(cfg, family, num_classes):
-    name = cfg.DISTILLER.TEACHER
-    teacher = build_model(name, family, num_classes)
-    path = teacher_checkpoint_path(cfg, family)
-    if not path:
-        how = "e.g. torchvision's weights saved as {'model': state_dict}" if family == "imagenet" else CKPT_FIX
-        raise CheckpointError(f"no teacher checkpoint for {name}: set DISTILLER.TEACHER_CKPT to a file ({how})")
-    if os.path.isdir(path):
-        raise CheckpointError(f"teacher checkpoint '{path}' is a folder; set DISTILLER.TEACHER_CKPT to the "
-                              f"checkpoint file inside it")
-    if not os.path.isfile(path):
-        raise CheckpointError(f"teacher checkpoint '{path}' not found; {CKPT_FIX}")
-    return load_model_weights(teacher, path, name, part="student")
+def build_teacher(cfg, family, num_classes, image_size=None):
+    """The teacher with its weights (DISTILLER.TEACHER_CKPT, the download_ckpts location, or
+    for timm:/torchvision: names DISTILLER.TEACHER_PRETRAINED), taking DISTILLER.TEACHER_INPUT_SIZE
+    inputs (resized on the device) or the dataset's ``image_size``."""
+    d = cfg.DISTILLER
+    name, size = d.TEACHER, d.TEACHER_INPUT_SIZE or image_size
+    external = split_source(name)[0] is not None
+    if d.TEACHER_INPUT_SIZE < 0:
+        raise ConfigError(f"DISTILLER.TEACHER_INPUT_SIZE must be a positive side in pixels (0 = the dataset's), "
+                          f"got {d.TEACHER_INPUT_SIZE}")
+    if d.TEACHER_PRETRAINED and (not external or d.TEACHER_CKPT):
+        raise ConfigError(f"DISTILLER.TEACHER_PRETRAINED is for timm:/torchvision: teachers without "
+                          f"DISTILLER.TEACHER_CKPT; for {name} set one of the two")
+    if d.TEACHER_PRETRAINED:
+        teacher = build_model(name, family, num_classes, size, pretrained=True)
+    else:
+        teacher = build_model(name, family, num_classes, size)
+        path = teacher_checkpoint_path(cfg, family)
+        if not path:
+            how = ("a timm/torchvision/mdistiller state dict, or DISTILLER.TEACHER_PRETRAINED True for the "
+                   "library's weights") if external else \
+                "e.g. torchvision's weights saved as {'model': state_dict}" if family == "imagenet" else CKPT_FIX
+            raise CheckpointError(f"no teacher checkpoint for {name}: set DISTILLER.TEACHER_CKPT to a file ({how})")
+        if os.path.isdir(path):
+            raise CheckpointError(f"teacher checkpoint '{path}' is a folder; set DISTILLER.TEACHER_CKPT to the "
+                                  f"checkpoint file inside it")
+        if not os.path.isfile(path):
+            raise CheckpointError(f"teacher checkpoint '{path}' not found; {CKPT_FIX}")
+        verify_recorded_sha256(path)
+        load_model_weights(teacher, path, name, part="student")
+    if size:
+        check_input_size(teacher, size, name)
+    if d.TEACHER_INPUT_SIZE and d.TEACHER_INPUT_SIZE != image_size:
+        resize_inputs(teacher, d.TEACHER_INPUT_SIZE)
+    return teacher
 
 
 #: the run's number of augmented views (decided by its methods)
@@ -90,9 +113,10 @@ def build_run(cfg, ctx, seed=0):
                           f"teacher or DISTILLER.EXTRA []")
     spec = get_dataset(cfg)
     family = spec.model_family
-    MODEL_FAMILIES[family][cfg.DISTILLER.STUDENT]
-    student = build_model(cfg.DISTILLER.STUDENT, family, spec.num_classes)
-    teacher = build_teacher(cfg, family, spec.num_classes) if uses_teacher(cfg) else None
+    check_model_name(cfg.DISTILLER.STUDENT, family)
+    student = build_model(cfg.DISTILLER.STUDENT, family, spec.num_classes, spec.image_size)
+    check_input_size(student, spec.image_size, cfg.DISTILLER.STUDENT)
+    teacher = build_teacher(cfg, family, spec.num_classes, spec.image_size) if uses_teacher(cfg) else None
     if cfg.SOLVER.SYNC_BN and ctx.distributed:
         if ctx.device.type != "cuda":
             raise ConfigError("SOLVER.SYNC_BN needs CUDA (PyTorch's SyncBatchNorm is CUDA-only); set SOLVER.SYNC_BN False on CPU")

@@ -7,6 +7,7 @@ is written to a temporary file in the same folder and renamed into place, so a c
 full disk never leaves a half-written checkpoint under a real name.
 """
 
+import hashlib
 import os
 import pickle
 import tempfile
@@ -82,6 +83,13 @@ def load_checkpoint(path, map_location="cpu"):
         raise CheckpointError(f"checkpoint '{path}' does not exist")
     if os.path.getsize(path) == 0:
         raise CheckpointError(f"checkpoint '{path}' is empty (truncated); {_fix(path)}")
+    if path.endswith(".safetensors"):  # timm's and Hugging Face's weight files
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(path, device=str(map_location))
+        except Exception as e:  # noqa: BLE001
+            raise CheckpointError(f"checkpoint '{path}' is not a readable safetensors file ({e}); {_fix(path)}") from None
     try:
         with torch.serialization.safe_globals(_numpy_globals()):
             return torch.load(path, map_location=map_location, weights_only=True)
@@ -156,6 +164,7 @@ def load_model_weights(model, path, name, part="student"):
     """Strictly load the weights at ``path`` into ``model`` or raise a CheckpointError that
     says what differs (another architecture, another number of classes)."""
     state = extract_model_state(load_checkpoint(path), part)
+    state = getattr(model, "normalize_state_dict", lambda s: s)(state)  # e.g. a bare timm/torchvision state dict
     mismatch = describe_mismatch(model, state)
     if mismatch:
         own = model.state_dict()
@@ -173,3 +182,41 @@ def load_model_weights(model, path, name, part="student"):
         raise CheckpointError(f"checkpoint '{path}' does not fit model {name}: {mismatch}")
     model.load_state_dict(state)
     return model
+
+
+#: the file, in a folder of installed teachers, recording each checkpoint's SHA-256
+SHA256_FILE = "SHA256SUMS"
+
+
+def file_sha256(path, chunk=1 << 20):
+    """SHA-256 (hex) of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def recorded_sha256(path):
+    """``(digest, sums file)`` recorded for ``path`` in a SHA256SUMS file of its folder or
+    the two above it (``sha256sum`` format, paths relative to that file), else ``(None, None)``."""
+    folder = os.path.dirname(os.path.abspath(path))
+    for _ in range(3):
+        sums = os.path.join(folder, SHA256_FILE)
+        if os.path.isfile(sums):
+            rel = os.path.relpath(os.path.abspath(path), folder).replace(os.sep, "/")
+            with open(sums, encoding="utf-8") as f:
+                for line in f:
+                    digest, _, name = line.strip().partition("  ")
+                    if name == rel:
+                        return digest, sums
+        folder = os.path.dirname(folder)
+    return None, None
+
+
+def verify_recorded_sha256(path):
+    """CheckpointError if ``path`` differs from the SHA-256 recorded when it was installed."""
+    digest, sums = recorded_sha256(path)
+    if digest is not None and file_sha256(path) != digest:
+        raise CheckpointError(f"teacher checkpoint '{path}' does not match the SHA-256 recorded in '{sums}' "
+                              f"(a corrupted copy); install it again with 'python3 tools/download_ckpts.py'")

@@ -28,11 +28,12 @@ CFG.EXPERIMENT.PLUGINS = []  # method files (relative to the config file) or mod
 # Dataset
 # ---------------------------------------------------------------------------------------
 CFG.DATASET = CN()
-CFG.DATASET.TYPE = "cifar100"  # dataset registry name: cifar100, imagenet, fashion_mnist, synthetic
+CFG.DATASET.TYPE = "cifar100"  # dataset registry name: cifar100, imagenet, imagefolder, tiny_imagenet, fashion_mnist, ...
 CFG.DATASET.ROOT = ""  # where the data lives; empty = the dataset's default under data/
 CFG.DATASET.NUM_WORKERS = 2  # data-loader worker processes
 CFG.DATASET.SUBSET = 1.0  # fraction of the training set used (a fixed, seeded subset)
 CFG.DATASET.VAL_SUBSET = 1.0  # fraction of the validation set used (a fixed subset)
+CFG.DATASET.IMAGE_SIZE = 0  # imagefolder, tiny_imagenet: image side (32 = CIFAR-style pipeline); 0 = their default
 CFG.DATASET.AUG_ON_DEVICE = True  # build augmented views on the training device, after collation
 CFG.DATASET.SYNTHETIC_SIZE = 256  # number of training images of the synthetic dataset
 CFG.DATASET.SYNTHETIC_CLASSES = 10  # number of classes of the synthetic dataset
@@ -44,9 +45,11 @@ CFG.DATASET.TEST.BATCH_SIZE = 64  # validation batch size (global)
 # ---------------------------------------------------------------------------------------
 CFG.DISTILLER = CN()
 CFG.DISTILLER.TYPE = "NONE"  # distiller registry name (see mdistiller.distillers); NONE = the student alone
-CFG.DISTILLER.TEACHER = "ResNet50"  # teacher model registry name
-CFG.DISTILLER.STUDENT = "resnet32"  # student model registry name
+CFG.DISTILLER.TEACHER = "ResNet50"  # teacher model registry name, or timm:<name> / torchvision:<name>
+CFG.DISTILLER.STUDENT = "resnet32"  # student model registry name, or timm:<name> / torchvision:<name>
 CFG.DISTILLER.TEACHER_CKPT = ""  # teacher checkpoint; empty = mdistiller's download_ckpts location
+CFG.DISTILLER.TEACHER_PRETRAINED = False  # timm:/torchvision: teachers: the library's pretrained weights, no TEACHER_CKPT
+CFG.DISTILLER.TEACHER_INPUT_SIZE = 0  # resize the teacher's views to this side on the device; 0 = the dataset's size
 CFG.DISTILLER.EXTRA = []  # further distillers (registry names) whose losses are added
 
 # ---------------------------------------------------------------------------------------

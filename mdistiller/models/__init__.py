@@ -56,16 +56,32 @@ def model_constructor(name, family="cifar"):
     return entry[0] if isinstance(entry, tuple) else entry
 
 
-def build_model(name, family="cifar", num_classes=None, **kwargs):
-    """Build model ``name`` of ``family`` ("cifar" or "imagenet").
+def build_model(name, family="cifar", num_classes=None, image_size=None, **kwargs):
+    """Build model ``name`` of ``family`` ("cifar" or "imagenet"), or of a source prefix
+    (``timm:<name>``, ``torchvision:<name>``, see :mod:`mdistiller.models.external`; built
+    for ``image_size`` inputs, default 32 for "cifar", 224 for "imagenet").
 
     ``num_classes=None`` keeps the constructor's default; ``kwargs`` go to the constructor
     (e.g. ``pretrained=True`` for ImageNet models). Unknown names raise UnknownNameError
     listing the known ones.
     """
+    if split_source(name)[0] is not None:
+        size = image_size or (32 if family == "cifar" else 224)
+        return build_external(name, num_classes, size, **kwargs)
     ctor = model_constructor(name, family)
     return ctor(**kwargs) if num_classes is None else ctor(num_classes=num_classes, **kwargs)
 
 
+def check_model_name(name, family="cifar"):
+    """UnknownNameError (listing the known names) unless ``name`` is a zoo model of ``family``
+    or has a registered source prefix; the library's own names are checked when built."""
+    source = split_source(name)[0]
+    if source is None:
+        MODEL_FAMILIES[family][name]
+    else:
+        MODEL_SOURCES[source]
+
+
 # Importing the families registers their models.
 from . import cifar, imagenet  # noqa: E402,F401
+from .external import MODEL_SOURCES, build_external, split_source  # noqa: E402,F401

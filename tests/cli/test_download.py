@@ -14,11 +14,19 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import torch
 
+from mdistiller.cli import download
 from mdistiller.cli.download import main
+from mdistiller.models import build_model
 from mdistiller.engine.checkpoint import extract_model_state, load_checkpoint
 
 RESNET56 = "cifar_teachers/resnet56_vanilla/ckpt_epoch_240.pth"
-VGG13 = "cifar_teachers/vgg13_vanilla/ckpt_epoch_240.pth"
+VGG13 = "cifar_teachers/resnet8_vanilla/ckpt_epoch_240.pth"  # a small stand-in for a second teacher
+
+
+@pytest.fixture(autouse=True)
+def small_teacher_list(monkeypatch):
+    """The archive's expected teachers: resnet56 and, standing in for the big ones, resnet8."""
+    monkeypatch.setattr(download, "TEACHERS", ("resnet56", "resnet8"))
 
 
 def checkpoint_bytes(obj):
@@ -27,11 +35,12 @@ def checkpoint_bytes(obj):
     return buf.getvalue()
 
 
-def teacher(seed):
-    g = torch.Generator().manual_seed(seed)
-    return {"model": {"conv1.weight": torch.randn(4, 3, 3, 3, generator=g), "fc.bias": torch.randn(100, generator=g),
-                      "bn1.num_batches_tracked": torch.tensor(7)},
-            "epoch": 240, "accuracy": torch.tensor(72.3)}
+def teacher(seed, name=None):
+    """A checkpoint of zoo model ``name`` (resnet56 for seed 0, resnet8 otherwise) in
+    mdistiller's layout, with seeded random weights."""
+    torch.manual_seed(seed)
+    model = build_model(name or ("resnet56" if seed == 0 else "resnet8"), "cifar", 100)
+    return {"model": model.state_dict(), "epoch": 240, "accuracy": torch.tensor(72.3)}
 
 
 def build_tar(path, files, dirs=("cifar_teachers",), links=()):
@@ -87,7 +96,7 @@ def good_archive(server):
     root, url = server
     objs = {RESNET56: teacher(0), VGG13: teacher(1)}
     path = build_tar(root / "cifar_teachers.tar", {k: checkpoint_bytes(v) for k, v in objs.items()},
-                     dirs=("cifar_teachers", "cifar_teachers/resnet56_vanilla", "cifar_teachers/vgg13_vanilla"))
+                     dirs=("cifar_teachers", "cifar_teachers/resnet56_vanilla", "cifar_teachers/resnet8_vanilla"))
     return f"{url}/cifar_teachers.tar", path, objs
 
 
@@ -232,3 +241,42 @@ def test_bad_sha256_argument_is_a_usage_error(capsys):
         main(["--sha256", "abc"])
     assert e.value.code == 2
     assert "SHA-256" in capsys.readouterr().err
+
+
+def test_layout_and_models_are_verified_and_sha256_recorded(good_archive, server, tmp_path, capsys):
+    url, _, objs = good_archive
+    root, base = server
+    dest = tmp_path / "dest"
+    # a teacher missing, or one that does not fit its zoo model, refuses the whole archive
+    build_tar(root / "one.tar", {RESNET56: checkpoint_bytes(objs[RESNET56])})
+    assert main(["--url", f"{base}/one.tar", "--dest", str(dest), "--quiet"]) == 2
+    assert "lacks cifar_teachers/resnet8_vanilla/ckpt_epoch_240.pth" in one_line_error(capsys)
+    swapped = {RESNET56: checkpoint_bytes(objs[VGG13]), VGG13: checkpoint_bytes(objs[VGG13])}
+    build_tar(root / "swapped.tar", swapped)
+    assert main(["--url", f"{base}/swapped.tar", "--dest", str(dest), "--quiet"]) == 2
+    assert "does not fit the zoo's resnet56" in one_line_error(capsys)
+    assert os.listdir(dest) == []
+    # installed: the digests are recorded, --verify passes, and a corrupted copy is caught
+    assert main(["--url", url, "--dest", str(dest), "--quiet"]) == 0
+    sums = (dest / "cifar_teachers" / "SHA256SUMS").read_text().splitlines()
+    assert sorted(line.split("  ")[1] for line in sums) == sorted(p[len("cifar_teachers/"):] for p in objs)
+    assert main(["--dest", str(dest), "--verify"]) == 0
+    assert "2 teacher checkpoints" in capsys.readouterr().out
+    installed = dest / RESNET56
+    data = bytearray(installed.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    installed.write_bytes(bytes(data))
+    assert main(["--dest", str(dest), "--verify"]) == 2
+    assert "does not match the SHA-256" in one_line_error(capsys)
+    assert installed.exists()  # nothing is deleted
+
+
+def test_expected_teachers_are_the_reference_layout(monkeypatch):
+    """The archive must hold exactly the published teachers of the reference's
+    cifar_models.json (tests/data/cifar_models.json.gz), at its paths."""
+    from tests.conftest import load_reference
+
+    monkeypatch.setattr(download, "TEACHERS", download.CIFAR_TEACHERS)
+    reference = {f"cifar_teachers/{v['mdistiller_teacher_ckpt']}": k for k, v in load_reference("cifar_models").items()
+                 if v["mdistiller_teacher_ckpt"]}
+    assert download.expected_teachers() == reference
