@@ -275,7 +275,7 @@ def translate_legacy_keys(cfg, explicit):
         if new is None:
             warnings.warn(
                 f"{old} = {value} has no effect on {cfg.DISTILLER.TYPE} (the reference ignores it too); "
-                f"set {method.cfg_node}.TEMPERATURES instead",
+                f"set the {method.cfg_node}.* keys instead",
                 ConfigWarning,
                 stacklevel=3,
             )

@@ -23,6 +23,7 @@ CFG.EXPERIMENT.SEED = 0  # seeds python, numpy and torch (each rank adds its ran
 CFG.EXPERIMENT.DETERMINISTIC = False  # deterministic kernels (slower; for exact resume checks)
 CFG.EXPERIMENT.PUBLISHED_TOP1 = -1.0  # published top-1 of this method and pair (-1 = unknown)
 CFG.EXPERIMENT.PLUGINS = []  # method files (relative to the config file) or modules imported before the config is read
+CFG.EXPERIMENT.LOGIT_STAND = False  # the logit-standardization repository's key; read as DISTILLER.LOGIT_STAND
 
 # ---------------------------------------------------------------------------------------
 # Dataset
@@ -48,6 +49,8 @@ CFG.DISTILLER.TEACHER = "ResNet50"  # teacher model registry name
 CFG.DISTILLER.STUDENT = "resnet32"  # student model registry name
 CFG.DISTILLER.TEACHER_CKPT = ""  # teacher checkpoint; empty = mdistiller's download_ckpts location
 CFG.DISTILLER.EXTRA = []  # further distillers (registry names) whose losses are added
+CFG.DISTILLER.LOGIT_STAND = False  # logit standardization (Sun et al., CVPR 2024) before the temperature
+CFG.DISTILLER.VIEWS = 0  # augmented views: 0 = the method's reference number, 1 = weak, 2 = weak + strong
 
 # ---------------------------------------------------------------------------------------
 # Solver
