@@ -26,7 +26,7 @@ from ..distillers import DISTILLERS, check_methods
 from ..utils.checks import get_key
 from ..utils.checks import is_number as _is_number
 from ..utils.errors import ConfigError, ConfigWarning
-from . import plugins
+from . import dot, plugins
 from .defaults import CFG
 
 logger = logging.getLogger(__name__)
@@ -314,6 +314,7 @@ def validate_cfg(cfg):
     if not 0 < cfg.DATASET.SUBSET <= 1 or not 0 < cfg.DATASET.VAL_SUBSET <= 1:
         raise ConfigError("DATASET.SUBSET and DATASET.VAL_SUBSET must be fractions in (0, 1]")
 
+    dot.check_config(cfg)  # SOLVER.TRAINER dot: what DOT supports
     check_methods(cfg)  # each registered method checks its own node
 
 

@@ -56,7 +56,9 @@ CFG.DISTILLER.VIEWS = 0  # augmented views: 0 = the method's reference number, 1
 # Solver
 # ---------------------------------------------------------------------------------------
 CFG.SOLVER = CN()
-CFG.SOLVER.TRAINER = "base"  # kept for reference YAML files; the views follow the distiller
+CFG.SOLVER.TRAINER = "base"  # "dot"/"crd_dot" = DOT (mdistiller/engine/dot.py); other values: the views follow the distiller
+CFG.SOLVER.DOT = CN()
+CFG.SOLVER.DOT.DELTA = 0.075  # DOT: task momentum MOMENTUM - DELTA, distillation momentum MOMENTUM + DELTA
 CFG.SOLVER.BATCH_SIZE = 64  # global training batch size (split across ranks)
 CFG.SOLVER.EPOCHS = 240  # number of training epochs (numbered from 1)
 CFG.SOLVER.LR = 0.05  # initial learning rate
