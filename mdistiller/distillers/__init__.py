@@ -24,7 +24,7 @@ import pkgutil
 from yacs.config import CfgNode as CN
 
 from ..engine.defaults import CFG
-from ..utils.errors import DuplicateNameError
+from ..utils.errors import ConfigError, DuplicateNameError
 from ..utils.registry import Registry, same_definition
 from ._base import Distiller, Need, TrainingSet  # noqa: F401
 
@@ -85,11 +85,32 @@ def registered_methods():
     return list(dict.fromkeys(DISTILLERS.values()))
 
 
+def check_recipe(cfg):
+    """The ``DISTILLER`` recipe keys against the run's methods: ``VIEWS`` each logit method
+    can train on, ``LOGIT_STAND`` only where honoured (ConfigError otherwise)."""
+    d = cfg.DISTILLER
+    if d.VIEWS not in (0, 1, 2):
+        raise ConfigError(f"DISTILLER.VIEWS must be 0 (the method's own), 1 or 2, got {d.VIEWS}")
+    main = DISTILLERS.get(d.TYPE)
+    if main is None:
+        return
+    views = main.views_for(cfg)
+    if d.VIEWS and views != d.VIEWS:
+        raise ConfigError(f"{d.TYPE} trains on {views} view(s), so DISTILLER.VIEWS {d.VIEWS} is not possible for it; "
+                          f"set DISTILLER.VIEWS 0 or {views}")
+    if d.LOGIT_STAND or cfg.EXPERIMENT.LOGIT_STAND:
+        refusing = [n for n in [d.TYPE, *d.EXTRA] if not getattr(DISTILLERS.get(n), "supports_logit_stand", False)]
+        if refusing:
+            raise ConfigError(f"DISTILLER.LOGIT_STAND is not implemented for {', '.join(refusing)}; "
+                              f"set it False or use a logit method that supports it (KD, DKD, MLKD, SLD, SWAPKD)")
+
+
 def check_methods(cfg):
     """Every registered method checks its config node (ConfigError on a bad value)."""
     used = {DISTILLERS.get(n) for n in [cfg.DISTILLER.TYPE, *cfg.DISTILLER.EXTRA]}
     for cls in registered_methods():
         cls.check_config(cfg, cls in used)
+    check_recipe(cfg)
 
 
 def discover():

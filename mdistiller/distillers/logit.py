@@ -17,14 +17,53 @@ from ..utils.checks import check_at_least, check_non_negative, check_positive, c
 from ..utils.errors import ConfigError, ConfigWarning, DataError
 from . import register_distiller
 from ._base import Distiller, Need, as_float
-from .losses import dkd_loss, kd_loss, mlkd_loss, sld_loss
+from .losses import dkd_loss, kd_loss, mlkd_loss, sld_loss, standardize
 
 
 class LogitDistiller(Distiller):
     """Runs student and teacher on the batch's views and hands the logits to :meth:`losses`.
 
     A method listing ``Need.EPOCH`` in ``needs`` gets the epoch (``forward_train`` then
-    requires ``epoch``)."""
+    requires ``epoch``). Built with ``cfg``, it follows the recipe keys of the ``DISTILLER``
+    node:
+
+    * ``DISTILLER.VIEWS`` (:meth:`views_for`): 0 = the method's :attr:`num_views`, 1 or 2
+      overrides it. A method whose :meth:`losses` takes one view (``views_in_loss`` False)
+      has it applied to each view and the terms summed (so the cross-entropy covers both
+      views, as in MLKD and SLD); a method whose loss combines the views itself sets
+      ``views_in_loss`` and gets them all; one that needs two views (``min_views = 2``)
+      refuses ``DISTILLER.VIEWS 1``.
+    * ``DISTILLER.LOGIT_STAND`` (:attr:`logit_stand`): methods with ``supports_logit_stand``
+      standardize (:func:`~mdistiller.distillers.losses.standardize`) the logits of their
+      distillation terms; the config check refuses it for the others.
+    """
+
+    #: the loss takes all views at once (else it is applied to each view and summed)
+    views_in_loss = False
+    #: fewest views the loss needs
+    min_views = 1
+    #: the method honours DISTILLER.LOGIT_STAND
+    supports_logit_stand = False
+
+    def __init__(self, student, teacher=None, cfg=None):
+        super().__init__(student, teacher)
+        self.logit_stand = bool(cfg is not None and cfg.DISTILLER.LOGIT_STAND)
+        if cfg is not None:
+            self.num_views = self.views_for(cfg)
+
+    @classmethod
+    def views_for(cls, cfg):
+        return max(cfg.DISTILLER.VIEWS or cls.num_views, cls.min_views)
+
+    @classmethod
+    def build(cls, student, teacher, cfg, train_set=None):
+        distiller = super().build(student, teacher, cfg, train_set)
+        distiller.num_views = cls.views_for(cfg)  # also for plugins whose __init__ does not pass cfg
+        return distiller
+
+    def stand(self, z):
+        """``z`` standardized when DISTILLER.LOGIT_STAND is on, else ``z``."""
+        return standardize(z) if self.logit_stand else z
 
     def _views(self, image, image_weak, image_strong):
         """The batch's views, weak first: ``[image]`` or ``[image_weak, image_strong]``."""
@@ -44,9 +83,14 @@ class LogitDistiller(Distiller):
         self.check_epoch(epoch)
         views = self._views(image, image_weak, image_strong)
         student = [self.student(v)[0] for v in views]
-        teacher = self.teacher_logits(*views) if self.teacher is not None else []
+        teacher = self.teacher_logits(*views) if self.teacher is not None else [None] * len(views)
         with torch.autocast(student[0].device.type, enabled=False):
-            losses = self.losses([as_float(z) for z in student], teacher, target, epoch)
+            student = [as_float(z) for z in student]
+            if self.views_in_loss or len(views) == 1:
+                losses = self.losses(student, teacher, target, epoch)
+            else:  # a one-view loss on each view, summed term by term
+                parts = [self.losses([s], [t], target, epoch) for s, t in zip(student, teacher)]
+                losses = {k: sum((p[k] for p in parts[1:]), parts[0][k]) for k in parts[0]}
         return student[0], losses
 
     def losses(self, student, teacher, target, epoch):
@@ -68,7 +112,7 @@ class Vanilla(LogitDistiller):
     uses_teacher = False
 
     def __init__(self, student, teacher=None, cfg=None):
-        super().__init__(student)
+        super().__init__(student, None, cfg)
 
     def losses(self, student, teacher, target, epoch):
         return {"loss_ce": F.cross_entropy(student[0], target)}
@@ -79,6 +123,8 @@ class KD(LogitDistiller):
     """Hinton et al., 2015: ``CE_WEIGHT · CE(z_s, y) + KD_WEIGHT · T² KL(σ(z_t/T) ‖ σ(z_s/T))``."""
 
     cfg_node = "KD"  # mdistiller's keys
+    supports_logit_stand = True
+    legacy_keys = {"EXPERIMENT.LOGIT_STAND": "DISTILLER.LOGIT_STAND"}  # the LS repository's key
 
     @staticmethod
     def defaults(c):
@@ -93,7 +139,7 @@ class KD(LogitDistiller):
         check_positive(cfg.KD, "KD", ["TEMPERATURE"])
 
     def __init__(self, student, teacher, cfg):
-        super().__init__(student, teacher)
+        super().__init__(student, teacher, cfg)
         self.temperature = cfg.KD.TEMPERATURE
         self.ce_loss_weight = cfg.KD.LOSS.CE_WEIGHT
         self.kd_loss_weight = cfg.KD.LOSS.KD_WEIGHT
@@ -102,7 +148,7 @@ class KD(LogitDistiller):
         (z_s,), (z_t,) = student, teacher
         return {
             "loss_ce": self.ce_loss_weight * F.cross_entropy(z_s, target),
-            "loss_kd": self.kd_loss_weight * kd_loss(z_s, z_t, self.temperature),
+            "loss_kd": self.kd_loss_weight * kd_loss(self.stand(z_s), self.stand(z_t), self.temperature),
         }
 
 
@@ -113,6 +159,8 @@ class DKD(LogitDistiller):
 
     cfg_node = "DKD"  # mdistiller's keys
     needs = frozenset({Need.EPOCH})
+    supports_logit_stand = True
+    legacy_keys = {"EXPERIMENT.LOGIT_STAND": "DISTILLER.LOGIT_STAND"}  # the LS repository's key
 
     @staticmethod
     def defaults(c):
@@ -129,7 +177,7 @@ class DKD(LogitDistiller):
         check_at_least(cfg.DKD, "DKD", "WARMUP", 0)
 
     def __init__(self, student, teacher, cfg):
-        super().__init__(student, teacher)
+        super().__init__(student, teacher, cfg)
         c = cfg.DKD
         self.ce_loss_weight, self.alpha, self.beta = c.CE_WEIGHT, c.ALPHA, c.BETA
         self.temperature, self.warmup = c.T, c.WARMUP
@@ -139,7 +187,8 @@ class DKD(LogitDistiller):
         ramp = min(epoch / self.warmup, 1.0) if self.warmup > 0 else 1.0
         return {
             "loss_ce": self.ce_loss_weight * F.cross_entropy(z_s, target),
-            "loss_kd": ramp * dkd_loss(z_s, z_t, target, self.alpha, self.beta, self.temperature),
+            "loss_kd": ramp * dkd_loss(self.stand(z_s), self.stand(z_t), target, self.alpha, self.beta,
+                                       self.temperature),
         }
 
 
@@ -168,10 +217,11 @@ class MLKD(LogitDistiller):
     """
 
     cfg_node = "MLKD"
-    num_views = 2
-    # the MLKD repository's files set these KD.* keys
+    num_views = min_views = 2
+    views_in_loss = supports_logit_stand = True
+    # the MLKD (and LS) repositories' files set these keys
     legacy_keys = {"KD.LOSS.CE_WEIGHT": "MLKD.CE_WEIGHT", "KD.LOSS.KD_WEIGHT": "MLKD.KD_WEIGHT",
-                   "KD.TEMPERATURE": "MLKD.TEMPERATURES[0]"}
+                   "KD.TEMPERATURE": "MLKD.TEMPERATURES[0]", "EXPERIMENT.LOGIT_STAND": "DISTILLER.LOGIT_STAND"}
 
     @staticmethod
     def defaults(c):
@@ -186,14 +236,15 @@ class MLKD(LogitDistiller):
         check_temperatures(cfg.MLKD, "MLKD")
 
     def __init__(self, student, teacher, cfg):
-        super().__init__(student, teacher)
+        super().__init__(student, teacher, cfg)
         c = cfg.MLKD
         self.ce_loss_weight, self.kd_loss_weight, self.paper_mode = c.CE_WEIGHT, c.KD_WEIGHT, c.PAPER_MODE
         self.register_buffer("temperatures", _temperatures(c.TEMPERATURES), persistent=False)
 
     def losses(self, student, teacher, target, epoch):
         (s_weak, s_strong), (t_weak, t_strong) = student, teacher
-        instance, cc, bc = mlkd_loss(s_weak, t_weak, s_strong, t_strong, self.temperatures, self.paper_mode)
+        instance, cc, bc = mlkd_loss(s_weak, t_weak, s_strong, t_strong, self.temperatures, self.paper_mode,
+                                  self.logit_stand)
         w = self.kd_loss_weight
         return {
             "loss_ce": self.ce_loss_weight * (F.cross_entropy(s_weak, target) + F.cross_entropy(s_strong, target)),
@@ -208,19 +259,24 @@ register_distiller("KD_ours", MLKD)  # the MLKD repository's name for it, so its
 
 @register_distiller("SLD")
 class SLD(LogitDistiller):
-    """Swapped Logit Distillation, per view (``SLD.VIEWS``: weak + strong, or weak only):
+    """Swapped Logit Distillation, per view (``SLD.VIEWS`` or ``DISTILLER.VIEWS``: weak +
+    strong, or weak only):
 
     ``loss_ce = CE_WEIGHT · Σ_views CE(z_s, y)`` and
     ``loss_kd = KD_WEIGHT · Σ_views sld_loss(z_s, z_t)`` over ``SLD.TEMPERATURES``, with the
     student's own swapped logits as a second target once ``epoch > SLD.GAMMA`` (strictly),
-    detached when ``SLD.DETACH_PSEUDO_TEACHER`` (see :func:`sld_loss`).
+    detached when ``SLD.DETACH_PSEUDO_TEACHER`` (see :func:`sld_loss`). With
+    ``DISTILLER.LOGIT_STAND`` both logits are standardized first and then swapped (teacher
+    and pseudo-teacher alike; the cross-entropy stays on the raw logits).
     """
 
     cfg_node = "SLD"
+    num_views = 2
     needs = frozenset({Need.EPOCH})
+    views_in_loss = supports_logit_stand = True
     # the SLD repository's files set these KD.* keys; it ignores KD.TEMPERATURE
     legacy_keys = {"KD.LOSS.CE_WEIGHT": "SLD.CE_WEIGHT", "KD.LOSS.KD_WEIGHT": "SLD.KD_WEIGHT",
-                   "KD.TEMPERATURE": None}
+                   "KD.TEMPERATURE": None, "EXPERIMENT.LOGIT_STAND": "DISTILLER.LOGIT_STAND"}
 
     @staticmethod
     def defaults(c):
@@ -229,7 +285,7 @@ class SLD(LogitDistiller):
         c.CE_WEIGHT = 0.1  # weight of the cross-entropy term (each view)
         c.KD_WEIGHT = 0.9  # weight of each swapped-logit KL term
         c.DETACH_PSEUDO_TEACHER = False  # True = no gradient through the student's swapped targets
-        c.VIEWS = 2  # 2 = weak + strong views (reference); 1 = weak view only
+        c.VIEWS = 0  # 0 = DISTILLER.VIEWS (whose 0 is the reference's 2 = weak + strong); 1 = weak view only
 
     @classmethod
     def check_config(cls, cfg, used):
@@ -238,8 +294,11 @@ class SLD(LogitDistiller):
         check_temperatures(c, "SLD")
         if c.GAMMA < 0:
             raise ConfigError(f"SLD.GAMMA must be >= 0 (the student swap loss starts after epoch GAMMA), got {c.GAMMA}")
-        if c.VIEWS not in (1, 2):
-            raise ConfigError(f"SLD.VIEWS must be 1 or 2, got {c.VIEWS}")
+        if c.VIEWS not in (0, 1, 2):
+            raise ConfigError(f"SLD.VIEWS must be 0 (= DISTILLER.VIEWS), 1 or 2, got {c.VIEWS}")
+        if c.VIEWS and cfg.DISTILLER.VIEWS and c.VIEWS != cfg.DISTILLER.VIEWS:
+            raise ConfigError(f"SLD.VIEWS = {c.VIEWS} and DISTILLER.VIEWS = {cfg.DISTILLER.VIEWS} disagree; "
+                              f"keep only DISTILLER.VIEWS")
         if used and c.GAMMA >= cfg.SOLVER.EPOCHS:
             warnings.warn(
                 f"SLD.GAMMA = {c.GAMMA} >= SOLVER.EPOCHS = {cfg.SOLVER.EPOCHS}: the student swap loss "
@@ -249,21 +308,22 @@ class SLD(LogitDistiller):
             )
 
     def __init__(self, student, teacher, cfg):
-        super().__init__(student, teacher)
+        super().__init__(student, teacher, cfg)
         c = cfg.SLD
-        self.num_views = self.views_for(cfg)
         self.ce_loss_weight, self.kd_loss_weight = c.CE_WEIGHT, c.KD_WEIGHT
         self.gamma, self.detach_pseudo_teacher = c.GAMMA, c.DETACH_PSEUDO_TEACHER
         self.register_buffer("temperatures", _temperatures(c.TEMPERATURES), persistent=False)
 
     @classmethod
     def views_for(cls, cfg):
-        return cfg.SLD.VIEWS
+        return cfg.SLD.VIEWS or super().views_for(cfg)
 
     def losses(self, student, teacher, target, epoch):
         student_swap = epoch > self.gamma
-        kd = sum(sld_loss(z_s, z_t, target, self.temperatures, student_swap, self.detach_pseudo_teacher)
-                 for z_s, z_t in zip(student, teacher))
+        # standardize, then swap: the swap permutes values, so the two orders agree in exact
+        # arithmetic; standardizing the raw logits keeps the row statistics independent of the swap
+        kd = sum(sld_loss(self.stand(z_s), self.stand(z_t), target, self.temperatures, student_swap,
+                          self.detach_pseudo_teacher) for z_s, z_t in zip(student, teacher))
         return {
             "loss_ce": self.ce_loss_weight * sum(F.cross_entropy(z_s, target) for z_s in student),
             "loss_kd": self.kd_loss_weight * kd,

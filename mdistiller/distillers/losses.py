@@ -24,6 +24,12 @@ def _temperature_axis(temperatures, like):
     return torch.as_tensor(temperatures, dtype=like.dtype, device=like.device).reshape(-1, 1, 1)
 
 
+def standardize(z):
+    """Logit standardization (Sun et al., CVPR 2024): each row ``(z − mean(z)) / (1e-7 + std(z))``
+    over the classes, ``std`` the unbiased (n−1) standard deviation."""
+    return (z - z.mean(-1, keepdim=True)) / (1e-7 + z.std(-1, keepdim=True))
+
+
 def swap_logits(z, target):
     """Swap each row's target logit with its largest logit (SLD's swap).
 
@@ -156,8 +162,13 @@ def class_correlation_loss(student, teacher, temperatures, class_mask=None):
     return _gram_loss(p_s.transpose(-1, -2), p_t.transpose(-1, -2), class_mask)
 
 
-def mlkd_loss(student_weak, teacher_weak, student_strong, teacher_strong, temperatures, paper_mode=False):
+def mlkd_loss(student_weak, teacher_weak, student_strong, teacher_strong, temperatures, paper_mode=False,
+              logit_stand=False):
     """MLKD's distillation terms ``(instance, class, batch)``, unweighted.
+
+    ``logit_stand`` standardizes (:func:`standardize`) the logits of the instance (KD) terms
+    only, as the logit-standardization repository does; the masks and the class and batch
+    terms use the raw logits.
 
     Masks ``m`` (samples) and ``n`` (classes) come from the weak-view teacher
     (:func:`confidence_masks`); ``KD_v`` is :func:`multi_temperature_kd` on view ``v``.
@@ -188,17 +199,18 @@ def mlkd_loss(student_weak, teacher_weak, student_strong, teacher_strong, temper
     With all-ones masks and equal views the two modes agree.
     """
     sample_mask, class_mask = confidence_masks(teacher_weak)
-    kd_weak = multi_temperature_kd(student_weak, teacher_weak, temperatures, reduction="none")
+    kd_in = [standardize(z) if logit_stand else z for z in (student_weak, teacher_weak, student_strong, teacher_strong)]
+    kd_weak = multi_temperature_kd(kd_in[0], kd_in[1], temperatures, reduction="none")
     if paper_mode:
-        s_strong, t_strong = student_strong, teacher_strong
+        s_strong, t_strong = kd_in[2], kd_in[3]
         kd_weak = (kd_weak * sample_mask).mean()
         cc = class_correlation_loss(student_weak, teacher_weak, temperatures, class_mask)
         bc = batch_correlation_loss(student_weak, teacher_weak, temperatures, sample_mask)
     else:
         index = torch.arange(len(temperatures), device=student_weak.device).view(-1, 1, 1)
         on_weak = index >= MLKD_STRONG_TEMPERATURES
-        s_strong = torch.where(on_weak, student_weak, student_strong)
-        t_strong = torch.where(on_weak, teacher_weak, teacher_strong)
+        s_strong = torch.where(on_weak, kd_in[0], kd_in[2])
+        t_strong = torch.where(on_weak, kd_in[1], kd_in[3])
         kd_weak = kd_weak.mean() * sample_mask.mean()
         cc = class_correlation_loss(student_weak, teacher_weak, temperatures) * class_mask.mean()
         bc = batch_correlation_loss(student_weak, teacher_weak, temperatures) * sample_mask.mean()

@@ -26,7 +26,7 @@ from ..distillers import DISTILLERS, check_methods
 from ..utils.checks import get_key
 from ..utils.checks import is_number as _is_number
 from ..utils.errors import ConfigError, ConfigWarning
-from . import plugins
+from . import dot, plugins
 from .defaults import CFG
 
 logger = logging.getLogger(__name__)
@@ -317,7 +317,7 @@ def translate_legacy_keys(cfg, explicit):
         if new is None:
             warnings.warn(
                 f"{old} = {value} has no effect on {cfg.DISTILLER.TYPE} (the reference ignores it too); "
-                f"set {method.cfg_node}.TEMPERATURES instead",
+                f"set the {method.cfg_node}.* keys instead",
                 ConfigWarning,
                 stacklevel=3,
             )
@@ -394,6 +394,7 @@ def validate_cfg(cfg):
         raise ConfigError("DATASET.SUBSET and DATASET.VAL_SUBSET must be fractions in (0, 1]")
     validate_framework_keys(cfg)
 
+    dot.check_config(cfg)  # SOLVER.TRAINER dot: what DOT supports
     check_methods(cfg)  # each registered method checks its own node
 
 

@@ -23,6 +23,7 @@ CFG.EXPERIMENT.SEED = 0  # seeds python, numpy and torch (each rank adds its ran
 CFG.EXPERIMENT.DETERMINISTIC = False  # deterministic kernels (slower; for exact resume checks)
 CFG.EXPERIMENT.PUBLISHED_TOP1 = -1.0  # published top-1 of this method and pair (-1 = unknown)
 CFG.EXPERIMENT.PLUGINS = []  # method files (relative to the config file) or modules imported before the config is read
+CFG.EXPERIMENT.LOGIT_STAND = False  # the logit-standardization repository's key; read as DISTILLER.LOGIT_STAND
 
 # ---------------------------------------------------------------------------------------
 # Dataset
@@ -51,12 +52,16 @@ CFG.DISTILLER.TEACHER_CKPT = ""  # teacher checkpoint; empty = mdistiller's down
 CFG.DISTILLER.TEACHER_PRETRAINED = False  # timm:/torchvision: teachers: the library's pretrained weights, no TEACHER_CKPT
 CFG.DISTILLER.TEACHER_INPUT_SIZE = 0  # resize the teacher's views to this side on the device; 0 = the dataset's size
 CFG.DISTILLER.EXTRA = []  # further distillers (registry names) whose losses are added
+CFG.DISTILLER.LOGIT_STAND = False  # logit standardization (Sun et al., CVPR 2024) before the temperature
+CFG.DISTILLER.VIEWS = 0  # augmented views: 0 = the method's reference number, 1 = weak, 2 = weak + strong
 
 # ---------------------------------------------------------------------------------------
 # Solver
 # ---------------------------------------------------------------------------------------
 CFG.SOLVER = CN()
-CFG.SOLVER.TRAINER = "base"  # kept for reference YAML files; the views follow the distiller
+CFG.SOLVER.TRAINER = "base"  # "dot"/"crd_dot" = DOT (mdistiller/engine/dot.py); other values: the views follow the distiller
+CFG.SOLVER.DOT = CN()
+CFG.SOLVER.DOT.DELTA = 0.075  # DOT: task momentum MOMENTUM - DELTA, distillation momentum MOMENTUM + DELTA
 CFG.SOLVER.BATCH_SIZE = 64  # global training batch size (split across ranks)
 CFG.SOLVER.EPOCHS = 240  # number of training epochs (numbered from 1)
 CFG.SOLVER.LR = 0.05  # initial learning rate

@@ -19,6 +19,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from ..dataset.loader import set_epoch
 from ..utils.errors import ConfigError, NonFiniteLossError
 from .checkpoint import save_checkpoint
+from .dot import build_dot, uses_dot
 from .utils import derive_seed, retain_host_memory, rng_state, seed_everything, set_rng_state, topk_correct
 
 try:
@@ -74,8 +75,15 @@ def lr_at(cfg, epoch):
     return cfg.SOLVER.LR * (cfg.SOLVER.LR_DECAY_RATE ** steps)
 
 
+def sum_losses(losses):
+    return sum(losses.values())
+
+
 def build_optimizer(cfg, params, device):
-    """SGD; fused where available so a device-side ``found_inf`` flag can skip a step."""
+    """SGD; fused where available so a device-side ``found_inf`` flag can skip a step.
+    ``SOLVER.TRAINER dot``: DOT (:mod:`mdistiller.engine.dot`)."""
+    if uses_dot(cfg):
+        return build_dot(cfg, params)
     fused = device.type in ("cpu", "cuda")
     return torch.optim.SGD(params, lr=cfg.SOLVER.LR, momentum=cfg.SOLVER.MOMENTUM,
                            weight_decay=cfg.SOLVER.WEIGHT_DECAY, fused=fused or None)
@@ -107,6 +115,8 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = DDP(distiller, device_ids=ids)
         self.optimizer = build_optimizer(cfg, distiller.get_learnable_parameters(), self.device)
+        # what the step back-propagates: the sum of the terms, or the optimizer's (DOT splits them)
+        self.loss_for_backward = getattr(self.optimizer, "loss_for_backward", sum_losses)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype is torch.float16 else None
         self.start_epoch, self.start_step, self.best_acc = 1, 0, -1.0
         self.best_epoch, self.history = 0, []  # kept in every checkpoint: the run's record
@@ -136,7 +146,7 @@ class Trainer:
         batch = self.distiller.prepare_batch(batch)
         with self.autocast():
             logits, losses = self.model(**batch, epoch=epoch)
-        total = sum(losses.values())
+        total = self.loss_for_backward(losses)
         finite = torch.isfinite(total)
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:

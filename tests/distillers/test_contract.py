@@ -63,7 +63,7 @@ def test_declarations_of_the_shipped_methods():
     (["PKT.LOSS.FEAT_WEIGHT", "-1.0"], "PKT.LOSS.FEAT_WEIGHT must be a non-negative number, got -1.0"),
     (["RKD.ANGLE_WEIGHT", "-1"], "RKD.ANGLE_WEIGHT must be a non-negative number, got -1"),
     (["KD.TEMPERATURE", "0.0"], "KD.TEMPERATURE must be positive, got 0.0"),
-    (["SLD.VIEWS", "3"], "SLD.VIEWS must be 1 or 2, got 3"),
+    (["SLD.VIEWS", "3"], r"SLD.VIEWS must be 0 \(= DISTILLER.VIEWS\), 1 or 2, got 3"),
 ])
 def test_each_method_checks_its_own_node(opts, message):
     with pytest.raises(ConfigError, match=message) as e:
