@@ -194,16 +194,14 @@ class DKD(LogitDistiller):
 
 @register_distiller("DKD_aug")
 class DKDAug(DKD):
-    """DKD on the weak and strong views: each term is DKD's, summed over the two views.
+    """DKD on the weak and strong views by default (``DISTILLER.VIEWS 2``): each term is DKD's,
+    summed over the two views.
 
     The SLD repository's ``configs/cifar100/dkd/res32x4_res8x4_aug.yaml`` names it (MLKD's
-    "DKD with its augmentation" baseline); no reference repository defines the method."""
+    "DKD with its augmentation" baseline); no reference repository defines the method. It is
+    ``DKD`` with ``DISTILLER.VIEWS 2``."""
 
     num_views = 2
-
-    def losses(self, student, teacher, target, epoch):
-        per_view = [super(DKDAug, self).losses([z_s], [z_t], target, epoch) for z_s, z_t in zip(student, teacher)]
-        return {k: sum(terms[k] for terms in per_view) for k in per_view[0]}
 
 
 @register_distiller("MLKD")

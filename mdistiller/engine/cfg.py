@@ -338,9 +338,9 @@ def translate_legacy_keys(cfg, explicit):
 # Checks
 # ---------------------------------------------------------------------------------------
 # what SOLVER.TYPE / SOLVER.TRAINER may say: what the framework implements, and the values
-# the reference files carry that mean nothing here (the views follow the distiller)
+# the reference files carry that mean nothing here (the views follow the distiller), and DOT's
 SOLVER_TYPES = ("SGD",)
-SOLVER_TRAINERS = ("base", "ours", "crd", "aug")
+SOLVER_TRAINERS = ("base", "ours", "crd", "aug") + dot.DOT_TRAINERS
 
 
 def validate_framework_keys(cfg):
