@@ -14,6 +14,7 @@ import sys
 import torch
 
 from ..engine.cfg import diff_cfg, load_cfg
+from ..engine.threads import cpu_threads
 from ..utils.errors import CheckpointError, ConfigError, MdistillerError
 from .common import add_debug_flag, user_errors
 
@@ -172,7 +173,8 @@ def main(argv=None):
     # under torchrun, rank 0 alone prints warnings
     with user_errors(args.debug, quiet=os.environ.get("RANK", "0") != "0") as result:
         cfg = load_cfg(args.cfg or None, args.opts)
-        result["code"] = train(cfg, args, argv)
+        with cpu_threads(cfg.SOLVER.DEVICE):  # idle cores only, on a shared machine
+            result["code"] = train(cfg, args, argv)
     return result.get("code", 0)
 
 
