@@ -87,3 +87,7 @@ def one_thread():
 @pytest.fixture
 def reference():
     return load_reference
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "cuda: needs a CUDA GPU (skipped without one); scripts/gpu_check.sh runs them")
