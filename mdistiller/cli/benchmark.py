@@ -88,6 +88,9 @@ def parse_args(argv):
                                                   f"(default: {DEFAULT_MATRIX}, or the --cfg's case)")
     p.add_argument("--compile", action="store_true",
                    help="every case with SOLVER.COMPILE (torch.compile the student and the teacher)")
+    p.add_argument("--compile-mode", default="default",
+                   choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
+                   help="SOLVER.COMPILE_MODE of the +compile cases (reduce-overhead: CUDA graphs on a GPU)")
     p.add_argument("--steps", type=int, default=6, help="timed steps per run")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps before each run")
     p.add_argument("--repeats", type=int, default=3, help="runs per figure (the median is reported)")
@@ -224,7 +227,7 @@ def case_cfg(args, case):
             "DATASET.TYPE", "synthetic", "DATASET.SYNTHETIC_CLASSES", args.num_classes,
             "DATASET.SYNTHETIC_SIZE", max(args.batch_size, 256), "SOLVER.BATCH_SIZE", args.batch_size,
             "SOLVER.AMP", PRECISIONS[precision], "SOLVER.CHANNELS_LAST", channels_last,
-            "SOLVER.COMPILE", compiled, "SOLVER.DEVICE", args.device,
+            "SOLVER.COMPILE", compiled, "SOLVER.COMPILE_MODE", args.compile_mode, "SOLVER.DEVICE", args.device,
             "SOLVER.RETAIN_HOST_MEMORY", args.retain_host_memory]
     return load_cfg(args.cfg or None, [str(o) for o in opts])
 
