@@ -32,10 +32,13 @@ from ..engine.defaults import CFG
 from .common import REPO_ROOT, add_debug_flag, run_tool
 
 CUDA_TESTS = ["-m", "cuda", "tests/cuda", "tests/engine/test_fast_paths.py::test_train_step_does_not_synchronise"]
-DRY_TESTS = ["tests/cuda", "tests/engine/test_prefetch.py", "tests/engine/test_fast_paths.py",
-             "-k", "cuda or prefetch or (channels_last and KD) or (bf16 and SLD) or (synchronise and SLD)",
-             "tests/engine/test_trainer.py::test_resume_is_exact",
-             "tests/engine/test_trainer.py::test_nonfinite_loss_stops_and_keeps_last_checkpoint"]
+FAST = "tests/engine/test_fast_paths.py::"
+TRAINER = "tests/engine/test_trainer.py::"
+#: the CPU twins of the CUDA checks (the CUDA module itself is collected and skipped)
+DRY_TESTS = ["tests/cuda", "tests/engine/test_prefetch.py", FAST + "test_channels_last_step_equals_contiguous_step[SLD]",
+             FAST + "test_bf16_autocast_losses_are_float32_and_close[SLD]",
+             FAST + "test_train_step_does_not_synchronise[SLD-bf16-True]",
+             TRAINER + "test_resume_is_exact", TRAINER + "test_nonfinite_loss_stops_and_keeps_last_checkpoint"]
 CUDA_SETUP = dict(teacher="resnet32x4", student="resnet8x4", classes=100, batches=(64, 256),
                   cases=("SLD/fp32", "SLD/bf16+cl", "SLD/fp32+compile", "SLD/fp32+compile:reduce-overhead"))
 DRY_SETUP = dict(teacher="resnet8", student="resnet8", classes=10, batches=(8,), cases=("SLD/fp32", "SLD/bf16+cl"))
@@ -54,6 +57,8 @@ def parse_args(argv):
     p.add_argument("--pytest-args", default=None, help="replace the test selection (one string, split on spaces)")
     p.add_argument("--workers", type=int, default=CFG.DATASET.NUM_WORKERS,
                    help="loader workers assumed for the loader-bound verdict (DATASET.NUM_WORKERS)")
+    p.add_argument("--cases", default=None, help="comma-separated step cases instead of the mode's "
+                   "(DISTILLER/PRECISION[+cl][+compile][:COMPILE_MODE], e.g. SLD/fp32+compile:reduce-overhead)")
     p.add_argument("--steps", type=int, default=None, help="timed steps per run (default 20 on CUDA, 2 dry)")
     add_debug_flag(p)
     return p.parse_args(argv)
@@ -73,12 +78,12 @@ def run_tests(selection):
             "seconds": time.perf_counter() - start, "selection": selection, "tail": tail}
 
 
-def step_figure(setup, case, batch, device, steps):
+def step_figure(setup, case, batch, device, steps, warmup, yardstick_iters):
     """One step case at one batch size: the benchmark's figure plus the peak GPU memory."""
     name, _, mode = case.partition(":")
     argv = ["--teacher", setup["teacher"], "--student", setup["student"], "--num-classes", str(setup["classes"]),
-            "--batch-size", str(batch), "--matrix", name, "--skip-pipeline", "--steps", str(steps), "--warmup", "3",
-            "--repeats", "1", "--yardstick-iters", "2", "--device", device.type, "--threads", "2",
+            "--batch-size", str(batch), "--matrix", name, "--skip-pipeline", "--steps", str(steps), "--warmup", str(warmup),
+            "--repeats", "1", "--yardstick-iters", str(yardstick_iters), "--device", device.type, "--threads", "2",
             "--compile-mode", mode or "default"]
     args = bench.parse_args(argv)
     if device.type == "cuda":
@@ -142,7 +147,9 @@ def format_report(result):
 def check(args):
     dry = args.dry or not torch.cuda.is_available()
     device = torch.device("cpu" if dry else "cuda")
-    setup = DRY_SETUP if dry else CUDA_SETUP
+    setup = dict(DRY_SETUP if dry else CUDA_SETUP)
+    if args.cases:
+        setup["cases"] = tuple(c.strip() for c in args.cases.split(",") if c.strip())
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = args.out or os.path.join(REPO_ROOT, "output", "gpu_check", f"{'dry' if dry else 'cuda'}-{stamp}.json")
     result = {"mode": "dry (CPU)" if dry else "cuda", "device": str(device), "torch": torch.__version__,
@@ -154,7 +161,7 @@ def check(args):
         result["tests"] = run_tests(selection)
     if not args.skip_speed:
         steps = args.steps or (2 if dry else 20)
-        result["steps"] = [step_figure(setup, case, batch, device, steps)
+        result["steps"] = [step_figure(setup, case, batch, device, steps, *((1, 1) if dry else (3, 5)))
                            for batch in setup["batches"] for case in setup["cases"]]
         per_worker = pipeline_rate(setup, 0.3 if dry else 2.0)
         result["projection"] = projection(result["steps"], per_worker, args.workers)
