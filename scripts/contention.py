@@ -2,7 +2,7 @@
 """How much slower is a short CPU training beside another torch process than alone?
 
 ``python3 scripts/contention.py`` times a short SLD training (``tools/train_ours.py``:
-resnet20 -> resnet8 on synthetic 32x32 data, 640 images, batch 64, 3 epochs, a random
+resnet20 -> resnet8 on synthetic 32x32 data, 640 images, batch 64, 2 epochs, a random
 teacher; the whole process from ``python3`` to exit) for 1 and 2 threads, alone and beside a
 competing process that runs 2-thread torch convolutions (an SGD loop; plain ``torch``, no
 mdistiller, stock OpenMP settings) started before the training and stopped after it.
@@ -98,7 +98,7 @@ def with_competitor(fn):
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--repeats", type=int, default=2, help="runs per configuration (the median is reported)")
-    p.add_argument("--epochs", type=int, default=3, help="epochs of the short training")
+    p.add_argument("--epochs", type=int, default=2, help="epochs of the short training")
     p.add_argument("--modes", default="stock,defaults", help=f"comma-separated, of {', '.join(MODES)}")
     p.add_argument("--env", action="append", default=[], metavar="NAME:VAR=VALUE[,VAR=VALUE]",
                    help="an extra mode: these variables set on top of the stock mode (exploring mitigations)")

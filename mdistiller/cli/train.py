@@ -18,8 +18,9 @@ from ..engine.threads import cpu_threads
 from ..utils.errors import CheckpointError, ConfigError, MdistillerError
 from .common import add_debug_flag, user_errors
 
-# keys a resumed run may change (logging, workers, device, more epochs)
-RESUME_FREE_KEYS = ("LOG.", "DATASET.NUM_WORKERS", "SOLVER.EPOCHS", "SOLVER.DEVICE")
+# keys a resumed run may change (logging, workers, device, more epochs, how batches reach the device)
+RESUME_FREE_KEYS = ("LOG.", "DATASET.NUM_WORKERS", "SOLVER.EPOCHS", "SOLVER.DEVICE", "SOLVER.PREFETCH",
+                    "SOLVER.COMPILE_MODE")
 RUN_FILES = ("config.yaml", "metrics.jsonl", "latest", "interrupted")
 INTERRUPTED_EXIT = 130
 
