@@ -1,6 +1,6 @@
 """``bash scripts/gpu_check.sh [--out FILE] [--dry] ...``: prove the CUDA path in minutes.
 
-On a CUDA machine: runs the CUDA-only tests (``pytest -m cuda``: every GPU path against the
+On a CUDA machine: runs the CUDA-only tests (marker ``cuda``: every GPU path against the
 CPU, see ``tests/cuda/test_cuda.py``, and the no-host-sync step check), then times the SLD
 resnet32x4 -> resnet8x4 step on CIFAR-100-shaped synthetic data (batch 64 and 256; fp32,
 bf16 + channels_last, fp32 + SOLVER.COMPILE, fp32 + compile in ``reduce-overhead`` mode:
@@ -31,11 +31,13 @@ from ..engine.cpuinfo import cpu_info
 from ..engine.defaults import CFG
 from .common import REPO_ROOT, add_debug_flag, run_tool
 
-CUDA_TESTS = ["-m", "cuda", "tests/cuda", "tests/engine/test_fast_paths.py::test_train_step_does_not_synchronise"]
+#: the CUDA-only tests (marker cuda) and the step's no-host-sync check, which runs on CUDA where present
+CUDA_TESTS = ["tests/cuda", "tests/engine/test_fast_paths.py::test_train_step_does_not_synchronise"]
 FAST = "tests/engine/test_fast_paths.py::"
 TRAINER = "tests/engine/test_trainer.py::"
 #: the CPU twins of the CUDA checks (the CUDA module itself is collected and skipped)
-DRY_TESTS = ["tests/cuda", "tests/engine/test_prefetch.py", FAST + "test_channels_last_step_equals_contiguous_step[SLD]",
+DRY_TESTS = ["tests/cuda", "tests/engine/test_prefetch.py",
+             FAST + "test_channels_last_step_equals_contiguous_step[SLD]",
              FAST + "test_bf16_autocast_losses_are_float32_and_close[SLD]",
              FAST + "test_train_step_does_not_synchronise[SLD-bf16-True]",
              TRAINER + "test_resume_is_exact", TRAINER + "test_nonfinite_loss_stops_and_keeps_last_checkpoint"]
@@ -82,7 +84,8 @@ def step_figure(setup, case, batch, device, steps, warmup, yardstick_iters):
     """One step case at one batch size: the benchmark's figure plus the peak GPU memory."""
     name, _, mode = case.partition(":")
     argv = ["--teacher", setup["teacher"], "--student", setup["student"], "--num-classes", str(setup["classes"]),
-            "--batch-size", str(batch), "--matrix", name, "--skip-pipeline", "--steps", str(steps), "--warmup", str(warmup),
+            "--batch-size", str(batch), "--matrix", name, "--skip-pipeline", "--steps", str(steps),
+            "--warmup", str(warmup),
             "--repeats", "1", "--yardstick-iters", str(yardstick_iters), "--device", device.type, "--threads", "2",
             "--compile-mode", mode or "default"]
     args = bench.parse_args(argv)

@@ -36,12 +36,14 @@ def cpu_info(path="/proc/cpuinfo"):
         capability = torch.backends.cpu.get_cpu_capability()
     except AttributeError:  # older torch
         capability = "unknown"
-    return {"vendor": fields.get("vendor_id", platform.machine()), "model": fields.get("model name", platform.processor()),
+    return {"vendor": fields.get("vendor_id", platform.machine()),
+            "model": fields.get("model name", platform.processor()),
             "isa": isa, "bf16": bool(flags & {"amx_bf16", "avx512_bf16"}), "torch_capability": capability,
             "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()}
 
 
 def describe_cpu(info):
     """One line: ``AMD EPYC (AuthenticAMD), AVX2, no bf16 instructions, torch kernels AVX2, 2 CPUs``."""
-    return (f"{info['model']} ({info['vendor']}), {info['isa']}, {'bf16 instructions' if info['bf16'] else 'no bf16 instructions'}, "
+    bf16 = "bf16 instructions" if info["bf16"] else "no bf16 instructions"
+    return (f"{info['model']} ({info['vendor']}), {info['isa']}, {bf16}, "
             f"torch kernels {info['torch_capability']}, {info['cpus']} CPUs")

@@ -27,7 +27,7 @@ from tests.dataset.test_augment import make_batch, make_spec
 from tests.distributed.launch import run_ranks
 from tests.engine import helpers
 from tests.engine import test_prefetch, test_trainer
-from tests.engine.test_fast_paths import (EPOCH, assert_rel, assert_same_step_losses, make_trainer, models,  # noqa: F401
+from tests.engine.test_fast_paths import (assert_same_step_losses, make_trainer, models,  # noqa: F401
                                           raw_batch, spec, step_losses)
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
