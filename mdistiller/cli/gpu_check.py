@@ -86,7 +86,8 @@ def step_figure(setup, case, batch, device, steps, warmup, yardstick_iters):
     argv = ["--teacher", setup["teacher"], "--student", setup["student"], "--num-classes", str(setup["classes"]),
             "--batch-size", str(batch), "--matrix", name, "--skip-pipeline", "--steps", str(steps),
             "--warmup", str(warmup),
-            "--repeats", "1", "--yardstick-iters", str(yardstick_iters), "--device", device.type, "--threads", "2",
+            "--repeats", "1", "--yardstick-iters", str(yardstick_iters), "--device", device.type,
+            "--threads", "2" if device.type == "cuda" else "1",  # dry: one thread does not wait on a busy core
             "--compile-mode", mode or "default"]
     args = bench.parse_args(argv)
     if device.type == "cuda":
