@@ -3,7 +3,7 @@
 On a CUDA machine: runs the CUDA-only tests (marker ``cuda``: every GPU path against the
 CPU, see ``tests/cuda/test_cuda.py``, and the no-host-sync step check), then times the SLD
 resnet32x4 -> resnet8x4 step on CIFAR-100-shaped synthetic data (batch 64 and 256; fp32,
-bf16 + channels_last, fp32 + SOLVER.COMPILE, fp32 + compile in ``reduce-overhead`` mode:
+bf16 + channels_last, fp32 + SOLVER.COMPILE, and at batch 64 fp32 + compile in ``reduce-overhead`` mode:
 CUDA graphs) with its peak GPU memory, and the two-view input pipeline per worker; says
 whether the step is loader-bound with ``DATASET.NUM_WORKERS`` workers and projects the wall
 time of a 240-epoch CIFAR-100 SLD run, beside the reference's design limit (its two PIL
