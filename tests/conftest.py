@@ -15,6 +15,9 @@ DATA_DIR = os.path.join(os.path.dirname(__file__), "data")
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
+# the suite keeps its thread count: no idle-core thread choice in training runs
+# (mdistiller.engine.threads, tested in tests/engine/test_threads.py)
+os.environ["MDISTILLER_THREAD_DEFAULTS"] = "0"
 
 
 @lru_cache(maxsize=None)
@@ -126,3 +129,7 @@ def restore_methods():
     snapshot = MethodsSnapshot()
     yield snapshot
     snapshot.restore()
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "cuda: needs a CUDA GPU (skipped without one); scripts/gpu_check.sh runs them")

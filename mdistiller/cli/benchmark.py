@@ -35,6 +35,7 @@ from ..dataset.augment import build_batch_transform
 from ..dataset.bench import time_pipeline
 from ..engine.build import build_distiller, num_views, place_distiller
 from ..engine.cfg import load_cfg
+from ..engine.cpuinfo import cpu_info, describe_cpu
 from ..engine.dist import DistContext, resolve_device
 from ..engine.trainer import Trainer
 from ..engine.utils import host_memory_retained
@@ -87,6 +88,9 @@ def parse_args(argv):
                                                   f"(default: {DEFAULT_MATRIX}, or the --cfg's case)")
     p.add_argument("--compile", action="store_true",
                    help="every case with SOLVER.COMPILE (torch.compile the student and the teacher)")
+    p.add_argument("--compile-mode", default="default",
+                   choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
+                   help="SOLVER.COMPILE_MODE of the +compile cases (reduce-overhead: CUDA graphs on a GPU)")
     p.add_argument("--steps", type=int, default=6, help="timed steps per run")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps before each run")
     p.add_argument("--repeats", type=int, default=3, help="runs per figure (the median is reported)")
@@ -223,7 +227,7 @@ def case_cfg(args, case):
             "DATASET.TYPE", "synthetic", "DATASET.SYNTHETIC_CLASSES", args.num_classes,
             "DATASET.SYNTHETIC_SIZE", max(args.batch_size, 256), "SOLVER.BATCH_SIZE", args.batch_size,
             "SOLVER.AMP", PRECISIONS[precision], "SOLVER.CHANNELS_LAST", channels_last,
-            "SOLVER.COMPILE", compiled, "SOLVER.DEVICE", args.device,
+            "SOLVER.COMPILE", compiled, "SOLVER.COMPILE_MODE", args.compile_mode, "SOLVER.DEVICE", args.device,
             "SOLVER.RETAIN_HOST_MEMORY", args.retain_host_memory]
     return load_cfg(args.cfg or None, [str(o) for o in opts])
 
@@ -321,7 +325,8 @@ def benchmark(args):
     return {"setup": {"teacher": args.teacher, "student": args.student, "batch_size": args.batch_size,
                       "device": str(device), "threads": args.threads, "clock": args.clock, "torch": torch.__version__,
                       "steps": args.steps, "warmup": args.warmup, "repeats": args.repeats,
-                      "retain_host_memory": host_memory_retained()},
+                      "retain_host_memory": host_memory_retained(), "cpu": cpu_info(),
+                      "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None},
             "yardstick_ms": statistics.median(yard), "figures": figures}
 
 
@@ -356,6 +361,7 @@ def format_table(result):
              f"{s['clock']} clock, "
              f"torch {s['torch']}; medians of {s['repeats']} runs of {s['steps']} steps after {s['warmup']} warm-ups"
              + ("; malloc keeps freed memory" if s["retain_host_memory"] else ""),
+             f"CPU: {describe_cpu(s['cpu'])}" + (f"; GPU: {s['gpu']}" if s.get("gpu") else ""),
              f"yardstick (4 x conv 64->64 3x3 + ReLU on 32x64x32x32, SGD step): {result['yardstick_ms']:.1f} ms", ""]
     rows = [("figure", "value", "ms", "/ yardstick", "vs reference", "target")]
     for f in result["figures"]:

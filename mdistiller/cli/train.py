@@ -17,12 +17,15 @@ import torch
 
 from ..engine.cfg import cfg_to_dict, diff_cfg, get_key, load_cfg
 from ..engine.runfolder import RunFolderError, run_dir_of
+from ..engine.threads import cpu_threads
 from ..utils.errors import CheckpointError, ConfigError, MdistillerError
 from .common import ArgumentParser, add_debug_flag, user_errors
 
 # keys a resumed run may change: logging, workers, device, more epochs, and what a user
-# needs after a non-finite loss (a lower learning rate, no mixed precision)
-RESUME_FREE_KEYS = ("LOG.", "DATASET.NUM_WORKERS", "SOLVER.EPOCHS", "SOLVER.DEVICE", "SOLVER.LR", "SOLVER.AMP")
+# needs after a non-finite loss (a lower learning rate, no mixed precision) and how
+# batches reach the device
+RESUME_FREE_KEYS = ("LOG.", "DATASET.NUM_WORKERS", "SOLVER.EPOCHS", "SOLVER.DEVICE", "SOLVER.LR", "SOLVER.AMP",
+                    "SOLVER.PREFETCH", "SOLVER.COMPILE_MODE")
 INTERRUPTED_EXIT = 130
 FLAGS = ("--resume", "--overwrite", "--debug")
 
@@ -302,7 +305,8 @@ def main(argv=None):
     with user_errors(args.debug, quiet=os.environ.get("RANK", "0") != "0") as result, startup_signals():
         try:
             cfg = load_cfg(args.cfg or None, args.opts)
-            result["code"] = train(cfg, args, argv)
+            with cpu_threads(cfg.SOLVER.DEVICE):  # idle cores only, on a shared machine
+                result["code"] = train(cfg, args, argv)
         except KeyboardInterrupt:  # a signal before the trainer's handlers are set
             print(f"error: interrupted during start-up; nothing of this start was saved; start again with: "
                   f"{command(args, resume=False)}", file=sys.stderr, flush=True)

@@ -82,6 +82,8 @@ class Distiller(nn.Module):
     uses_teacher = True
     #: ``torch.compile`` the cached teacher copy of :meth:`_run_teacher` (SOLVER.COMPILE sets it)
     compile_teacher = False
+    #: its ``torch.compile`` mode (None: the default; SOLVER.COMPILE_MODE sets it)
+    compile_mode = None
 
     def __init__(self, student, teacher=None):
         super().__init__()
@@ -201,7 +203,7 @@ class Distiller(nn.Module):
                 model = copy.deepcopy(self.teacher)
             if channels_last:
                 model = model.to(memory_format=torch.channels_last)
-            cache.update(key=key, model=torch.compile(model) if self.compile_teacher else model)
+            cache.update(key=key, model=torch.compile(model, mode=self.compile_mode) if self.compile_teacher else model)
         x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
         if not self.compile_teacher:
             return cache["model"](x)

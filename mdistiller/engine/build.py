@@ -74,15 +74,18 @@ num_views = views_for_cfg
 def place_distiller(cfg, distiller, device):
     """Move ``distiller`` to ``device``, in channels_last if SOLVER.CHANNELS_LAST; under
     SOLVER.COMPILE, ``torch.compile`` the student and the teacher's cached inference copy
-    (:meth:`Distiller._run_teacher`). Returns ``distiller``."""
+    (:meth:`Distiller._run_teacher`) in SOLVER.COMPILE_MODE (``reduce-overhead``: CUDA
+    graphs on a GPU, for small models whose steps are launch-bound). Returns ``distiller``."""
     distiller.to(device)
     if cfg.SOLVER.CHANNELS_LAST:
         distiller.to(memory_format=torch.channels_last)
     if cfg.SOLVER.COMPILE:
         if device.type == "cpu":
             check_cpp_compiler()
-        distiller.student.compile()
+        mode = None if cfg.SOLVER.COMPILE_MODE == "default" else cfg.SOLVER.COMPILE_MODE
+        distiller.student.compile(mode=mode)
         distiller.compile_teacher = True
+        distiller.compile_mode = mode
     return distiller
 
 

@@ -388,6 +388,9 @@ def validate_cfg(cfg):
         raise ConfigError(f"SOLVER.LR_DECAY_STAGES must be strictly increasing, got {stages}")
     if s.AMP not in ("none", "bf16", "fp16"):
         raise ConfigError(f"SOLVER.AMP must be one of none, bf16, fp16; got '{s.AMP}'")
+    if s.COMPILE_MODE not in ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"):
+        raise ConfigError(f"SOLVER.COMPILE_MODE must be one of default, reduce-overhead, max-autotune, "
+                          f"max-autotune-no-cudagraphs; got '{s.COMPILE_MODE}'")
     if s.DEVICE not in ("auto", "cpu", "cuda") and not s.DEVICE.startswith("cuda:"):
         raise ConfigError(f"SOLVER.DEVICE must be auto, cpu or cuda; got '{s.DEVICE}'")
     if not 0 < cfg.DATASET.SUBSET <= 1 or not 0 < cfg.DATASET.VAL_SUBSET <= 1:

@@ -74,6 +74,8 @@ CFG.SOLVER.DEVICE = "auto"  # auto (CUDA when present), cpu or cuda
 CFG.SOLVER.AMP = "none"  # mixed precision: none, bf16 (CPU/CUDA) or fp16 (CUDA, with a scaler)
 CFG.SOLVER.CHANNELS_LAST = False  # channels_last memory format for models and inputs
 CFG.SOLVER.COMPILE = False  # torch.compile the student and the teacher's inference copy (first steps compile)
+CFG.SOLVER.COMPILE_MODE = "default"  # torch.compile mode: default, reduce-overhead (CUDA graphs), max-autotune
+CFG.SOLVER.PREFETCH = True  # copy the next batch to the device while the step runs (a side CUDA stream)
 CFG.SOLVER.RETAIN_HOST_MEMORY = True  # on the CPU, glibc malloc keeps freed memory: no page faults per step
 CFG.SOLVER.SYNC_BN = False  # SyncBatchNorm for the student under torchrun (CUDA only)
 

@@ -16,7 +16,7 @@ import time
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from ..dataset.loader import set_epoch
+from ..dataset.loader import prefetch_to_device, set_epoch, to_device
 from ..utils.errors import ConfigError, NonFiniteLossError
 from .checkpoint import save_checkpoint
 from .dot import build_dot, uses_dot
@@ -26,11 +26,6 @@ try:
     from tqdm.auto import tqdm
 except ImportError:  # pragma: no cover - tqdm is a requirement
     tqdm = None
-
-
-def to_device(batch, device):
-    """The tensors of a batch dict on ``device`` (asynchronously from pinned memory)."""
-    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
 @torch.no_grad()
@@ -118,6 +113,8 @@ class Trainer:
         # what the step back-propagates: the sum of the terms, or the optimizer's (DOT splits them)
         self.loss_for_backward = getattr(self.optimizer, "loss_for_backward", sum_losses)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype is torch.float16 else None
+        self.cuda_graphs = (cfg.SOLVER.COMPILE and self.device.type == "cuda"
+                            and cfg.SOLVER.COMPILE_MODE in ("reduce-overhead", "max-autotune"))
         self.start_epoch, self.start_step, self.best_acc = 1, 0, -1.0
         self.best_epoch, self.history = 0, []  # kept in every checkpoint: the run's record
         self.global_step = 0
@@ -140,8 +137,11 @@ class Trainer:
         return batch
 
     def train_step(self, batch, epoch):
-        """One optimisation step on a raw (collated, CPU) batch; returns device tensors
-        ``(logits, target, losses, total, finite)`` and never synchronises."""
+        """One optimisation step on a raw (collated, CPU or already on the device) batch;
+        returns device tensors ``(logits, target, losses, total, finite)`` and never
+        synchronises."""
+        if self.cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()  # the previous step's graph outputs may be reused
         batch = self.prepare(batch, self.train_transform)
         batch = self.distiller.prepare_batch(batch)
         with self.autocast():
@@ -203,7 +203,8 @@ class Trainer:
                        dynamic_ncols=True, leave=False)
         t0 = time.time()
         step = start_step
-        for step, batch in enumerate(self.train_loader, start=start_step + 1):
+        batches = prefetch_to_device(self.train_loader, dev) if cfg.SOLVER.PREFETCH else self.train_loader
+        for step, batch in enumerate(batches, start=start_step + 1):
             logits, target, losses, total, finite = self.train_step(batch, epoch)
             if names is None:
                 names = sorted(losses)

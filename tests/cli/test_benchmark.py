@@ -15,6 +15,7 @@ def test_json_has_every_figure_with_ratios(capsys):
     assert main(TINY + ["--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["yardstick_ms"] > 0 and result["setup"]["batch_size"] == 8
+    assert result["setup"]["cpu"]["isa"] in ("AMX", "AVX-512", "AVX2", "other", "unknown")
     figures = {f["name"]: f for f in result["figures"]}
     steps = [n for n, f in figures.items() if f["kind"] == "step"]
     assert steps == DEFAULT_MATRIX.split(",")
@@ -36,6 +37,7 @@ def test_table_for_one_case(capsys):
     assert main(TINY + ["--distiller", "KD", "--precision", "bf16", "--channels-last", "--skip-pipeline"]) == 0
     out = capsys.readouterr().out
     assert "yardstick" in out and "KD/bf16+cl" in out and "x reference" in out and "SLD" not in out
+    assert "CPU: " in out and "torch kernels" in out
 
 
 def test_cfg_gives_the_case_and_setup(tmp_path, capsys):

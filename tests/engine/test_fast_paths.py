@@ -34,12 +34,12 @@ METHODS = ["SLD", "MLKD", "KD", "DKD"]
 BATCH, CLASSES, EPOCH = 8, 10, 240  # late epoch: SLD's student swap and DKD's full weight are on
 
 
-def make_cfg(method, amp="none", channels_last=False, compile=False):
+def make_cfg(method, amp="none", channels_last=False, compile=False, compile_mode="default"):
     return load_cfg(None, ["DISTILLER.TYPE", method, "DISTILLER.TEACHER", "resnet20", "DISTILLER.STUDENT", "resnet8",
                            "DATASET.TYPE", "synthetic", "DATASET.SYNTHETIC_SIZE", "32",
                            "DATASET.SYNTHETIC_CLASSES", str(CLASSES), "SOLVER.BATCH_SIZE", str(BATCH),
                            "SOLVER.AMP", amp, "SOLVER.CHANNELS_LAST", str(channels_last), "SOLVER.DEVICE", "cpu",
-                           "SOLVER.COMPILE", str(compile)])
+                           "SOLVER.COMPILE", str(compile), "SOLVER.COMPILE_MODE", compile_mode])
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -80,8 +80,9 @@ def make_distiller(method, models, spec, cfg=None):
     return build_distiller(cfg or make_cfg(method), student, teacher, spec)
 
 
-def make_trainer(method, models, spec, amp="none", channels_last=False, device="cpu", compile=False):
-    cfg = make_cfg(method, amp, channels_last, compile)
+def make_trainer(method, models, spec, amp="none", channels_last=False, device="cpu", compile=False,
+                 compile_mode="default"):
+    cfg = make_cfg(method, amp, channels_last, compile, compile_mode)
     distiller = place_distiller(cfg, make_distiller(method, models, spec, cfg), torch.device(device))
     g = torch.Generator().manual_seed(0)  # the views' random parameters are drawn on the host
     transforms = (build_batch_transform(spec, num_views(cfg), train=True, device=device, generator=g),
