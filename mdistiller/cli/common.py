@@ -6,9 +6,8 @@ import os
 import sys
 import warnings
 
+from ..engine.utils import REPO_ROOT  # noqa: F401 (the tools' name for it)
 from ..utils.errors import MdistillerError
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -22,6 +21,10 @@ class ArgumentParser(argparse.ArgumentParser):
 
 def add_debug_flag(parser):
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+
+
+def add_quiet_flag(parser):
+    parser.add_argument("--quiet", action="store_true", help="print errors only (sets LOG.LEVEL to ERROR)")
 
 
 def _print_one_line_warning(message, category, filename, lineno, file=None, line=None):

@@ -106,6 +106,21 @@ def set_epoch(loader, epoch, start_step=0):
     loader.batch_sampler.set_epoch(epoch, start_step)
 
 
+def check_batch(cfg, world_size):
+    """``SOLVER.BATCH_SIZE`` is the global batch: it must divide over the processes."""
+    if cfg.SOLVER.BATCH_SIZE % world_size:
+        raise ConfigError(f"SOLVER.BATCH_SIZE {cfg.SOLVER.BATCH_SIZE} (the global batch) does not divide by "
+                          f"{world_size} processes; choose a multiple of {world_size}")
+
+
+def check_subset(cfg, train_loader):
+    """A training run needs at least one batch of training images."""
+    if len(train_loader) == 0:
+        raise ConfigError(f"DATASET.SUBSET {cfg.DATASET.SUBSET} leaves {len(train_loader.dataset)} training images, "
+                          f"less than one batch of SOLVER.BATCH_SIZE {cfg.SOLVER.BATCH_SIZE}; raise DATASET.SUBSET "
+                          f"or lower SOLVER.BATCH_SIZE")
+
+
 def build_loaders(cfg, spec, num_views=1, rank=0, world_size=1, seed=0):
     """(train_loader, val_loader) for this rank; batches are dicts of uint8 images.
 
@@ -115,10 +130,7 @@ def build_loaders(cfg, spec, num_views=1, rank=0, world_size=1, seed=0):
     sample for the strong view (see :func:`~mdistiller.dataset.base.set_views`).
     """
     set_views(spec.train, num_views)
-    if cfg.SOLVER.BATCH_SIZE % world_size:
-        raise ConfigError(
-            f"SOLVER.BATCH_SIZE {cfg.SOLVER.BATCH_SIZE} does not divide over {world_size} processes; "
-            f"use a multiple of {world_size}")
+    check_batch(cfg, world_size)
     workers = cfg.DATASET.NUM_WORKERS
     common = dict(num_workers=workers, pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0)
     train_sampler = ShardBatchSampler(len(spec.train), cfg.SOLVER.BATCH_SIZE // world_size, rank, world_size,

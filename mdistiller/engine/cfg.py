@@ -370,6 +370,10 @@ def validate_framework_keys(cfg):
     at_least("EXPERIMENT.SEED", 0, "an integer >= 0")
     for key in ("LOG.READ_FREQ", "LOG.SAVE_CHECKPOINT_FREQ", "LOG.TENSORBOARD_FREQ"):
         at_least(key, 1, "at least 1 (a number of steps or epochs)")
+    from .loggers import LEVELS
+
+    if str(cfg.LOG.LEVEL).upper() not in LEVELS:
+        raise ConfigError(f"LOG.LEVEL '{cfg.LOG.LEVEL}' is not a level; set one of {', '.join(LEVELS)}")
     if data.ROOT and os.path.isfile(data.ROOT):
         raise ConfigError(f"DATASET.ROOT '{data.ROOT}' is a file; set it to the dataset's folder")
 

@@ -90,3 +90,4 @@ CFG.LOG.PREFIX = "./output"  # root of run folders
 CFG.LOG.WANDB = False  # log to Weights & Biases (WANDB_MODE=offline works)
 CFG.LOG.TENSORBOARD = True  # write TensorBoard scalars (tensorboardX)
 CFG.LOG.PROGRESS = True  # show a tqdm progress bar per epoch
+CFG.LOG.LEVEL = "INFO"  # messages printed by the package: DEBUG, INFO, WARNING or ERROR (--quiet: ERROR)

@@ -1,8 +1,12 @@
 """Where training statistics go: worklog.txt (mdistiller's format), metrics.jsonl,
-TensorBoard (tensorboardX) and wandb. Only rank 0 builds a RunLogger."""
+TensorBoard (tensorboardX) and wandb (only rank 0 builds a RunLogger); and where the
+package's messages go: the ``mdistiller`` :mod:`logging` tree (:func:`setup_logging`)."""
 
+import contextlib
 import json
+import logging
 import os
+import sys
 import uuid
 
 from ..utils.errors import ConfigError
@@ -114,3 +118,35 @@ def read_metrics(run_dir):
             if isinstance(record, dict) and isinstance(record.get("epoch"), int):
                 by_epoch[record["epoch"]] = record
     return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+class _StdoutHandler(logging.StreamHandler):
+    """Writes to the ``sys.stdout`` of the moment (so redirections and captures see it)."""
+
+    def __init__(self):
+        super().__init__(sys.stdout)
+
+    def emit(self, record):
+        self.stream = sys.stdout
+        super().emit(record)
+
+
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+@contextlib.contextmanager
+def setup_logging(level="INFO", quiet=False):
+    """Print the ``mdistiller`` loggers' records at ``level`` (``LOG.LEVEL``) and above on
+    stdout, as bare lines, while the block runs; ``quiet`` (``--quiet``, ranks other than
+    0) keeps only errors. Errors of the tools stay one ``error:`` line on stderr."""
+    root = logging.getLogger("mdistiller")
+    handler = _StdoutHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    old_level = root.level
+    root.setLevel(logging.ERROR if quiet else getattr(logging, str(level).upper()))
+    root.addHandler(handler)
+    try:
+        yield root
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)

@@ -196,9 +196,8 @@ class RunLock:
         self.previous = self._read()
         me = f"process {os.getpid()} on {socket.gethostname()}"
         if self.previous and self.previous != me:
-            logger.info("taking over the stale lock of %s", self.previous)
-            print(f"note: run folder '{os.path.dirname(self.path)}' was locked by {self.previous}, which is no "
-                  f"longer running; taking it over", flush=True)
+            logger.info(f"note: run folder '{os.path.dirname(self.path)}' was locked by {self.previous}, which is "
+                        f"no longer running; taking it over")
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, me.encode(), 0)
         return self

@@ -9,23 +9,16 @@ next read, naming the step and the loss terms.
 """
 
 import contextlib
-import os
-import signal
 import time
 
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from ..dataset.loader import prefetch_to_device, set_epoch, to_device
-from ..utils.errors import ConfigError, NonFiniteLossError
-from .checkpoint import save_checkpoint
+from ..utils.errors import ConfigError
 from .dot import build_dot, uses_dot
-from .utils import derive_seed, retain_host_memory, rng_state, seed_everything, set_rng_state, topk_correct
-
-try:
-    from tqdm.auto import tqdm
-except ImportError:  # pragma: no cover - tqdm is a requirement
-    tqdm = None
+from .hooks import EpochState, HardStop, StopRequested, default_hooks  # noqa: F401 (re-exported)
+from .utils import derive_seed, retain_host_memory, seed_everything, set_rng_state, topk_correct
 
 
 @torch.no_grad()
@@ -52,18 +45,6 @@ def evaluate(model_fn, loader, transform, ctx, autocast=contextlib.nullcontext, 
     return {"top1": 100 * c1 / n, "top5": 100 * c5 / n, "loss": loss / n, "count": int(n)}
 
 
-class HardStop(KeyboardInterrupt):
-    """A second SIGINT/SIGTERM: stop at once without saving (the last commit is whole)."""
-
-
-class StopRequested(Exception):
-    """SIGINT/SIGTERM arrived; the run saved an ``interrupted`` checkpoint."""
-
-    def __init__(self, path):
-        super().__init__(path)
-        self.path = path
-
-
 def lr_at(cfg, epoch):
     """mdistiller's step schedule: LR * RATE ** (number of stages strictly below epoch)."""
     steps = sum(epoch > s for s in cfg.SOLVER.LR_DECAY_STAGES)
@@ -88,7 +69,7 @@ class Trainer:
     """Runs epochs of ``distiller`` on ``loaders``; see :meth:`train`."""
 
     def __init__(self, cfg, distiller, loaders, transforms, ctx, run_dir=None, logger=None,
-                 generator=None):
+                 generator=None, hooks=None):
         self.cfg = cfg
         self.ctx = ctx
         self.device = ctx.device
@@ -119,7 +100,23 @@ class Trainer:
         self.best_epoch, self.history = 0, []  # kept in every checkpoint: the run's record
         self.global_step = 0
         self._partial = None  # statistics of an interrupted epoch being resumed
-        self._stop = False
+        self._stop = False  # a stop request (SignalStop sets it; tests too)
+        self.hooks = []
+        self.register_hooks(default_hooks(logger) if hooks is None else hooks)
+
+    def register_hooks(self, hooks):
+        """Append hooks (:class:`~mdistiller.engine.hooks.HookBase`); they run in order."""
+        for h in hooks:
+            h.trainer = self
+            self.hooks.append(h)
+
+    def _call(self, name, *args):
+        for h in self.hooks:
+            getattr(h, name)(*args)
+
+    @property
+    def lr(self):
+        return self.optimizer.param_groups[0]["lr"]
 
     # ---------------------------------------------------------------------------------
     # steps
@@ -185,62 +182,25 @@ class Trainer:
         if start_step == 0:
             self._seed_epoch(epoch)
         set_epoch(self.train_loader, epoch, start_step=start_step)
-        names = None
         stats = self._partial or {}
         self._partial = None
         zero = torch.zeros((), device=dev, dtype=torch.float64)
-        seen = stats.get("seen", zero.clone())
-        correct = stats.get("correct", zero.clone())
-        loss_sum = stats.get("loss_sum", zero.clone())
-        term_sums = stats.get("term_sums")
-        bad_step = torch.full((), -1, device=dev, dtype=torch.long)
-        bad_terms = None
-        steps_per_epoch = len(self.train_loader) + start_step
-        bar = None
-        if cfg.LOG.PROGRESS and self.ctx.is_main and tqdm is not None:
-            bar = tqdm(total=len(self.train_loader.dataset), initial=min(start_step * cfg.SOLVER.BATCH_SIZE,
-                       len(self.train_loader.dataset)), desc=f"epoch {epoch}/{cfg.SOLVER.EPOCHS}", unit="img",
-                       dynamic_ncols=True, leave=False)
+        ep = EpochState(epoch=epoch, start_step=start_step, steps=len(self.train_loader) + start_step,
+                        seen=stats.get("seen", zero.clone()), correct=stats.get("correct", zero.clone()),
+                        loss_sum=stats.get("loss_sum", zero.clone()), term_sums=stats.get("term_sums"),
+                        bad_step=torch.full((), -1, device=dev, dtype=torch.long), step=start_step)
+        self._call("before_epoch", ep)
         t0 = time.time()
-        step = start_step
         batches = prefetch_to_device(self.train_loader, dev) if cfg.SOLVER.PREFETCH else self.train_loader
         for step, batch in enumerate(batches, start=start_step + 1):
             logits, target, losses, total, finite = self.train_step(batch, epoch)
-            if names is None:
-                names = sorted(losses)
-                if term_sums is None:
-                    term_sums = torch.zeros(len(names), device=dev, dtype=torch.float64)
-                bad_terms = torch.zeros(len(names), device=dev, dtype=torch.float64)
-            n = target.shape[0]
-            terms = torch.stack([losses[k].detach().double() for k in names])
-            first_bad = (~finite) & (bad_step < 0)
-            bad_step = torch.where(first_bad, torch.full_like(bad_step, step), bad_step)
-            bad_terms = torch.where(first_bad, terms, bad_terms)
-            ok = finite.double()
-            seen += n * ok
-            term_sums += terms * n * ok
-            loss_sum += total.detach().double() * n * ok
-            correct += topk_correct(logits.detach(), target, ks=(1,))[0] * ok
+            self._accumulate(ep, step, logits, target, losses, total, finite)
             self.global_step += 1
-            if bar is not None:
-                bar.update(n * self.ctx.world_size)
-            last = step == steps_per_epoch
-            if step % cfg.LOG.READ_FREQ == 0 or last:
-                self._check_finite(epoch, bad_step, bad_terms, names)
-                s = max(seen.item(), 1.0)
-                values = {f"train/{k}": v / s for k, v in zip(names, term_sums.tolist())}
-                values.update({"train/acc": 100 * correct.item() / s, "train/lr": self.optimizer.param_groups[0]["lr"]})
-                if bar is not None:
-                    bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in values.items() if k != "train/lr"})
-                if self.logger is not None:
-                    self.logger.scalars(values, self.global_step)
-            if self.ctx.agree(self._stop):
-                self._save_interrupted(epoch, step, dict(seen=seen, correct=correct, loss_sum=loss_sum,
-                                                         term_sums=term_sums), bad_step, bad_terms, names)
-        if bar is not None:
-            bar.close()
-        self._check_finite(epoch, bad_step, bad_terms, names)
-        sums = torch.cat([torch.stack([seen, correct, loss_sum]), term_sums if term_sums is not None else zero[None]])
+            self._call("after_step", ep)
+        self._call("after_steps", ep)
+        names, term_sums = ep.names, ep.term_sums
+        sums = torch.cat([torch.stack([ep.seen, ep.correct, ep.loss_sum]),
+                          term_sums if term_sums is not None else zero[None]])
         self.ctx.all_reduce_sum(sums)
         self.ctx.broadcast_buffers(self.distiller, skip=("teacher.",))  # validate what the checkpoint keeps
         seen_all = max(sums[0].item(), 1.0)
@@ -251,20 +211,25 @@ class Trainer:
             "train_time": time.time() - t0,
         }
 
-    def _check_finite(self, epoch, bad_step, bad_terms, names):
-        if names is None or bad_step.item() < 0:
-            return
-        terms = ", ".join(f"{k}={v:.4g}" for k, v in zip(names, bad_terms.tolist()))
-        latest = os.path.join(self.run_dir, "latest") if self.run_dir else None
-        if latest and os.path.isfile(latest):
-            saved = f"'{latest}' (epoch {epoch - 1}) is intact"
-        else:
-            saved = "no checkpoint was saved yet, --resume starts the run again"
-        raise NonFiniteLossError(
-            f"non-finite loss at epoch {epoch}, step {bad_step.item()} ({terms}); the update was skipped and "
-            f"{saved}; lower SOLVER.LR (e.g. SOLVER.LR {self.cfg.SOLVER.LR / 10:g}) or set SOLVER.AMP none, "
-            f"or check the data, then run the same command with --resume and the new value"
-        )
+    def _accumulate(self, ep, step, logits, target, losses, total, finite):
+        """Add one step to the epoch's device statistics (no host synchronisation)."""
+        if ep.names is None:
+            ep.names = sorted(losses)
+            if ep.term_sums is None:
+                ep.term_sums = torch.zeros(len(ep.names), device=self.device, dtype=torch.float64)
+            ep.bad_terms = torch.zeros(len(ep.names), device=self.device, dtype=torch.float64)
+        n = target.shape[0]
+        terms = torch.stack([losses[k].detach().double() for k in ep.names])
+        first_bad = (~finite) & (ep.bad_step < 0)
+        ep.bad_step = torch.where(first_bad, torch.full_like(ep.bad_step, step), ep.bad_step)
+        ep.bad_terms = torch.where(first_bad, terms, ep.bad_terms)
+        ok = finite.double()
+        ep.seen += n * ok
+        ep.term_sums += terms * n * ok
+        ep.loss_sum += total.detach().double() * n * ok
+        ep.correct += topk_correct(logits.detach(), target, ks=(1,))[0] * ok
+        ep.step, ep.batch_size, ep._values = step, n, None
+        ep.read = step % self.cfg.LOG.READ_FREQ == 0 or step == ep.steps
 
     def evaluate(self, model_fn=None):
         """Validation of the student (or ``model_fn``) over the whole validation set."""
@@ -291,41 +256,13 @@ class Trainer:
         state.update(extra)
         return state
 
-    def save_epoch(self, epoch, record):
-        """Commit the epoch (rank 0): ``latest`` with the metrics history, and
-        mdistiller's side files student_latest, epoch_N/student_N every
-        SAVE_CHECKPOINT_FREQ epochs, best/student_best on a new best, all or none
-        (:class:`~mdistiller.engine.runfolder.EpochCommit`)."""
-        from .runfolder import EpochCommit
-
-        test_acc = record["test_acc"]
-        is_best = test_acc >= self.best_acc
-        if is_best:  # on every rank, with or without a run folder
-            self.best_acc, self.best_epoch = test_acc, epoch
+    def end_epoch(self, epoch, record):
+        """The run's record of a finished epoch, on every rank: the best accuracy (ties go to
+        the later epoch) and the history kept in every checkpoint."""
+        if record["test_acc"] >= self.best_acc:
+            self.best_acc, self.best_epoch = record["test_acc"], epoch
         record["best_acc"] = self.best_acc
         self.history = [r for r in self.history if r["epoch"] < epoch] + [record]
-        if not self.ctx.is_main or self.run_dir is None:
-            return
-        state = self.state(epoch)
-        student = {"model": self.distiller.student.state_dict(), "epoch": epoch, "acc": test_acc}
-        side = {"student_latest": student}
-        if epoch % self.cfg.LOG.SAVE_CHECKPOINT_FREQ == 0:
-            side.update({f"epoch_{epoch}": state, f"student_{epoch}": student})
-        if is_best:
-            side.update({"best": state, "student_best": student})
-        EpochCommit(self.run_dir, save_checkpoint)(epoch, state, side)
-
-    def _save_interrupted(self, epoch, step, stats, bad_step, bad_terms, names):
-        """Save every rank's position state (RNG, partial epoch statistics) in one
-        ``interrupted`` file written by rank 0; ``latest`` keeps its epoch-end meaning."""
-        self._check_finite(epoch, bad_step, bad_terms, names)
-        path = os.path.join(self.run_dir, "interrupted") if self.run_dir else None
-        ranks = self.ctx.gather_objects({"rng": rng_state(self.generator),
-                                         "stats": {k: v.cpu() for k, v in stats.items() if v is not None}})
-        if self.ctx.is_main and path:
-            save_checkpoint(self.state(epoch - 1, interrupted={"epoch": epoch, "step": step, "ranks": ranks}), path)
-        self.ctx.barrier()
-        raise StopRequested(path)
 
     def load_state(self, state):
         """Restore from a ``latest`` (epoch end) or ``interrupted`` (mid-epoch) state."""
@@ -352,31 +289,11 @@ class Trainer:
     # ---------------------------------------------------------------------------------
     # the loop
     # ---------------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def stop_signals(self):
-        """SIGINT/SIGTERM ask the loop to stop after the current step and save."""
-        def handler(signum, frame):
-            if self._stop:  # second signal: stop now
-                raise HardStop
-            self._stop = True
-            if self.logger is not None:
-                self.logger.text(f"received signal {signum}: stopping after this step")
-
-        old = {}
-        try:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                old[sig] = signal.signal(sig, handler)
-        except ValueError:  # not the main thread: no handlers
-            pass
-        try:
-            yield
-        finally:
-            for sig, h in old.items():
-                signal.signal(sig, h)
-
     def train(self):
-        """Train from ``start_epoch`` to ``SOLVER.EPOCHS``; returns the best test top-1."""
-        with self.stop_signals():
+        """Train from ``start_epoch`` to ``SOLVER.EPOCHS`` with the hooks; returns the best
+        test top-1."""
+        try:
+            self._call("before_train")
             for epoch in range(self.start_epoch, self.cfg.SOLVER.EPOCHS + 1):
                 train_stats = self.train_epoch(epoch)
                 val = self.evaluate()
@@ -386,14 +303,10 @@ class Trainer:
                     "test_acc": val["top1"], "test_acc_top5": val["top5"], "test_loss": val["loss"],
                     "best_acc": None, "time": train_stats["train_time"], "losses": train_stats["losses"],
                 }
-                self.save_epoch(epoch, record)
-                if self.logger is not None:
-                    self.logger.epoch(epoch, record["lr"], record, self.global_step)
-                if self.ctx.is_main and self.run_dir:
-                    print(f"epoch {epoch}: train_acc {record['train_acc']:.2f} train_loss {record['train_loss']:.4f} "
-                          f"test_acc {val['top1']:.2f} test_acc_top5 {val['top5']:.2f} best {self.best_acc:.2f}",
-                          flush=True)
-        if self.logger is not None:
-            self.logger.text(f"best_acc\t{self.best_acc:.2f}")
+                self.end_epoch(epoch, record)
+                self._call("after_epoch", epoch, record)
+            self._call("after_train")
+        finally:
+            for h in reversed(self.hooks):
+                h.close()
         return self.best_acc
-
