@@ -2,7 +2,6 @@
 
 import argparse
 import contextlib
-import os
 import sys
 import warnings
 

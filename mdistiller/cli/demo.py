@@ -6,14 +6,18 @@ and prints their test top-1. Every run is an ordinary run folder under ``--outpu
 """
 
 import argparse
+import logging
 import os
 import sys
 import time
 import warnings
 
-from ..engine.loggers import read_metrics
-from .common import REPO_ROOT
-from .train import main as train_main
+from ..engine.loggers import read_metrics, setup_logging
+from ..engine.run import train
+from ..engine.runfolder import run_dir_of
+from .common import REPO_ROOT, add_quiet_flag
+
+log = logging.getLogger("mdistiller.demo")
 
 CONFIG_DIR = os.path.join(REPO_ROOT, "configs", "fashion_mnist")
 STUDENTS = [("vanilla", "vanilla.yaml"), ("KD", "kd.yaml"), ("SLD", "sld.yaml")]
@@ -24,6 +28,7 @@ def parse_args(argv):
     p.add_argument("--output", default=os.path.join(REPO_ROOT, "output", "demo"), help="LOG.PREFIX of the runs")
     p.add_argument("--seed", type=int, default=0, help="EXPERIMENT.SEED of every run")
     p.add_argument("--epochs-scale", type=float, default=1.0, help="multiply every run's epochs (quick checks)")
+    add_quiet_flag(p)
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides for every run")
     return p.parse_args(argv)
 
@@ -42,13 +47,13 @@ def run(name, cfg_file, args, extra):
     epochs = _load_quietly(cfg_path).SOLVER.EPOCHS
     opts = ["LOG.PREFIX", args.output, "EXPERIMENT.SEED", str(args.seed),
             "SOLVER.EPOCHS", str(max(1, round(epochs * args.epochs_scale)))] + extra + list(args.opts or [])
-    print(f"\n=== {name}: {cfg_file} ===", flush=True)
+    log.info(f"\n=== {name}: {cfg_file} ===")
     t0 = time.time()
-    code = train_main(["--cfg", cfg_path, "--overwrite"] + opts)
+    code = train(cfg_path, opts, overwrite=True, quiet=args.quiet)
     if code != 0:
         raise SystemExit(f"demo: the {name} run failed (exit {code})")
     cfg = _load_quietly(cfg_path, opts)
-    run_dir = os.path.join(cfg.LOG.PREFIX, cfg.EXPERIMENT.PROJECT, cfg.EXPERIMENT.NAME or cfg.EXPERIMENT.TAG)
+    run_dir = run_dir_of(cfg)
     metrics = read_metrics(run_dir)
     return {"name": name, "run_dir": run_dir, "model": cfg.DISTILLER.STUDENT,
             "best": max(r["test_acc"] for r in metrics), "last": metrics[-1]["test_acc"],
@@ -57,11 +62,17 @@ def run(name, cfg_file, args, extra):
 
 def main(argv=None):
     args = parse_args(list(sys.argv[1:] if argv is None else argv))
+    with setup_logging(quiet=args.quiet):
+        return demo(args)
+
+
+def demo(args):
     t0 = time.time()
     teacher = run("teacher", "teacher.yaml", args, [])
     ckpt = os.path.join(teacher["run_dir"], "student_best")
     rows = [teacher] + [run(n, f, args, ["DISTILLER.TEACHER_CKPT", ckpt]) for n, f in STUDENTS]
     total = time.time() - t0
+    # the table is the demo's result: printed even with --quiet
     print("\nFashion-MNIST demo (test top-1 %, seed {}):".format(args.seed))
     print(f"{'run':<10}{'model':<12}{'epochs':>7}{'best':>8}{'last':>8}{'time (s)':>10}")
     for r in rows:

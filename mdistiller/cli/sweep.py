@@ -16,7 +16,7 @@ Every run's config is built and checked before anything starts. A run whose fold
 (LOG.PREFIX/EXPERIMENT.PROJECT/NAME) already holds all SOLVER.EPOCHS epochs in
 metrics.jsonl is skipped; an unfinished one with a checkpoint (``latest``/``interrupted``)
 is resumed (``--resume``); a non-empty folder without checkpoint is restarted
-(``--overwrite``). Runs go through ``mdistiller.cli.train.main`` in this process; a failing
+(``--overwrite``). Runs go through ``mdistiller.engine.run.train`` in this process; a failing
 run is reported and the rest still run (exit code 1 if any failed); a run stopped by a
 signal (exit code 130) or Ctrl-C stops the sweep. ``--print`` prints one
 shell command per pending run instead (``python3 tools/train_ours.py --cfg ...``).
@@ -24,8 +24,8 @@ shell command per pending run instead (``python3 tools/train_ours.py --cfg ...``
 
 import argparse
 import hashlib
-import importlib
 import itertools
+import logging
 import os
 import re
 import shlex
@@ -35,9 +35,13 @@ import warnings
 from dataclasses import dataclass
 
 from ..engine.cfg import ConfigWarning, get_key, load_cfg, overrides_to_dict
+from ..engine.loggers import read_metrics, setup_logging
+from ..engine.runfolder import run_dir_of
 from ..utils.errors import ConfigError
-from .common import ArgumentParser, add_debug_flag, run_tool
-from .summarize import format_value, read_metrics
+from .common import ArgumentParser, add_debug_flag, add_quiet_flag, run_tool
+from .summarize import format_value
+
+log = logging.getLogger("mdistiller.sweep")
 
 TRAIN_COMMAND = ["python3", "tools/train_ours.py"]
 SWEEP_KEYS = ("EXPERIMENT.NAME", "EXPERIMENT.SEED")  # set per run by the sweep
@@ -53,11 +57,11 @@ class Run:
     name: str
     opts: list  # KEY VALUE strings given to the trainer
     settings: list  # (key, raw value) pairs of the grid
-    cfg: object  # the run's merged config, before EXPERIMENT.NAME is set to ``name``
+    cfg: object  # the run's merged config, EXPERIMENT.NAME set to ``name``
 
     @property
     def folder(self):
-        return os.path.join(self.cfg.LOG.PREFIX, self.cfg.EXPERIMENT.PROJECT, self.name)
+        return run_dir_of(self.cfg)
 
     def state(self):
         """``done`` (all epochs in metrics.jsonl), ``resume`` (a checkpoint to continue from),
@@ -157,6 +161,9 @@ def plan_runs(cfg_path, grid_specs=(), seeds=1, seed_start=None, project=None, o
             where = "run with " + " ".join(f"{k}={v}" for k, v in settings + [("seed", seed)])
             cfg = _load(cfg_path, run_opts, where)
             name = run_name(stem, [(short[k], get_key(cfg, k)) for k in keys], seed)
+            cfg.defrost()
+            cfg.EXPERIMENT.NAME = name
+            cfg.freeze()
             runs.append(Run(name, run_opts + ["EXPERIMENT.NAME", name], settings, cfg))
     names = [r.name for r in runs]
     dups = sorted({n for n in names if names.count(n) > 1})
@@ -178,11 +185,14 @@ def shell_command(argv):
     return " ".join(shlex.quote(a) for a in TRAIN_COMMAND + argv)
 
 
-def _train(argv, debug):
-    """Call the trainer; return its exit code (exceptions and SystemExit become codes)."""
-    train = importlib.import_module(f"{__package__}.train")
+def _train(cfg_path, run, state, debug=False, quiet=False):
+    """Run ``run`` through the composition root; return its exit code (exceptions and
+    SystemExit become codes)."""
+    from ..engine import run as run_mod
+
     try:
-        return train.main(argv)
+        return run_mod.train(cfg_path, run.opts, resume=state == "resume", overwrite=state == "restart",
+                             debug=debug, quiet=quiet, argv=trainer_argv(cfg_path, run, state))
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except Exception as e:  # one failing run must not stop the sweep
@@ -205,18 +215,18 @@ def print_commands(runs, cfg_path):
     return 0
 
 
-def run_all(runs, cfg_path, debug=False):
+def run_all(runs, cfg_path, debug=False, quiet=False):
     trained, skipped, failed = [], [], []
     interrupted = False
     for i, run in enumerate(runs, 1):
         state = run.state()
         if state == "done":
-            print(f"[sweep {i}/{len(runs)}] {run.name}: finished already, skipped", flush=True)
+            log.info(f"[sweep {i}/{len(runs)}] {run.name}: finished already, skipped")
             skipped.append(run)
             continue
-        print(f"[sweep {i}/{len(runs)}] {run.name}: {state} in {run.folder}", flush=True)
+        log.info(f"[sweep {i}/{len(runs)}] {run.name}: {state} in {run.folder}")
         try:
-            code = _train(trainer_argv(cfg_path, run, state), debug)
+            code = _train(cfg_path, run, state, debug, quiet)
         except KeyboardInterrupt:
             code = INTERRUPTED
         if code == INTERRUPTED:
@@ -253,6 +263,7 @@ def parse_args(argv=None):
     p.add_argument("--print", dest="print_only", action="store_true",
                    help="print one training command per pending run instead of running")
     add_debug_flag(p)
+    add_quiet_flag(p)
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides for every run")
     return p.parse_args(argv)
 
@@ -265,7 +276,8 @@ def plan_and_run(args):
         print(f"warning: {message}", file=sys.stderr)
     if args.print_only:
         return print_commands(runs, args.cfg)
-    return run_all(runs, args.cfg, args.debug)
+    with setup_logging(quiet=args.quiet):
+        return run_all(runs, args.cfg, args.debug, args.quiet)
 
 
 def main(argv=None):

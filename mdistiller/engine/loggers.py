@@ -140,13 +140,16 @@ def setup_logging(level="INFO", quiet=False):
     stdout, as bare lines, while the block runs; ``quiet`` (``--quiet``, ranks other than
     0) keeps only errors. Errors of the tools stay one ``error:`` line on stderr."""
     root = logging.getLogger("mdistiller")
-    handler = _StdoutHandler()
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    # nested (a sweep's or the demo's runs): one handler, the inner level while inside
+    handler = None if any(isinstance(h, _StdoutHandler) for h in root.handlers) else _StdoutHandler()
     old_level = root.level
     root.setLevel(logging.ERROR if quiet else getattr(logging, str(level).upper()))
-    root.addHandler(handler)
+    if handler is not None:
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        root.addHandler(handler)
     try:
         yield root
     finally:
-        root.removeHandler(handler)
+        if handler is not None:
+            root.removeHandler(handler)
         root.setLevel(old_level)

@@ -6,6 +6,12 @@ losses, backward, and update, all without a host synchronisation. Statistics sta
 device and are read every ``LOG.READ_FREQ`` steps; a non-finite loss sets a device flag
 that makes the fused SGD skip that update (as GradScaler does) and stops the run at the
 next read, naming the step and the loss terms.
+
+The trainer owns the step, the epoch's device statistics and the run's state (optimizer,
+scaler, best accuracy, history: :meth:`Trainer.state`, :meth:`Trainer.load_state`).
+Everything around the step is a hook (:mod:`mdistiller.engine.hooks`): the NaN watch, the
+atomic epoch commit, the progress bar, the metrics and log lines, and the signal stop.
+Pass ``hooks=[...]`` to replace them or :meth:`Trainer.register_hooks` to add one.
 """
 
 import contextlib

@@ -12,16 +12,16 @@ import shlex
 import shutil
 import subprocess
 import sys
-import types
 import warnings
 
 import pytest
 
 from mdistiller.cli import summarize, sweep
 from mdistiller.engine.cfg import ConfigWarning, load_cfg
+from mdistiller.engine.runfolder import run_dir_of
+from mdistiller.engine.utils import REPO_ROOT
 from mdistiller.utils.errors import ConfigError
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 
 
@@ -45,7 +45,7 @@ def fake_acc(cfg, epoch):
 
 
 class FakeTrainer:
-    """Stands in for ``mdistiller.cli.train.main`` and keeps its run-folder contract.
+    """Stands in for the trainer's command line and keeps its run-folder contract.
 
     ``fail[name] = (epochs, outcome)`` makes that run stop after ``epochs`` epochs of this
     call with exit code ``outcome`` (an int) or by raising it (an exception)."""
@@ -63,7 +63,7 @@ class FakeTrainer:
         p.add_argument("opts", nargs=argparse.REMAINDER)
         args = p.parse_args(argv)
         cfg = load_quiet(args.cfg, args.opts)
-        run_dir = os.path.join(cfg.LOG.PREFIX, cfg.EXPERIMENT.PROJECT, cfg.EXPERIMENT.NAME or cfg.EXPERIMENT.TAG)
+        run_dir = run_dir_of(cfg)
         metrics = os.path.join(run_dir, "metrics.jsonl")
         if args.resume and not os.path.isfile(os.path.join(run_dir, "latest")):
             return 2
@@ -100,13 +100,16 @@ class FakeTrainer:
 
 @pytest.fixture
 def fake_trainer(monkeypatch):
+    """The fake stands in for the composition root the sweep calls (as its command line)."""
+    from mdistiller.engine import run
+
     trainer = FakeTrainer()
-    try:
-        module = importlib.import_module("mdistiller.cli.train")
-    except Exception:  # the real trainer is not importable: provide the module
-        monkeypatch.setitem(sys.modules, "mdistiller.cli.train", types.SimpleNamespace(main=trainer))
-    else:
-        monkeypatch.setattr(module, "main", trainer)
+
+    def train(cfg_file, opts, resume=False, overwrite=False, **_):
+        flags = (["--resume"] if resume else []) + (["--overwrite"] if overwrite else [])
+        return trainer(["--cfg", cfg_file] + flags + list(opts))
+
+    monkeypatch.setattr(run, "train", train)
     return trainer
 
 

@@ -18,10 +18,11 @@ import torch
 import torch.nn as nn
 
 from mdistiller.dataset.loader import build_loaders
+from mdistiller.engine import hooks as hooks_mod
 from mdistiller.engine import trainer as trainer_mod
 from mdistiller.engine.checkpoint import load_checkpoint, load_model_weights
 
-from ..engine.helpers import make_teacher, metrics, run_dir, tiny_argv
+from ..engine.helpers import make_teacher, metrics, run_dir, tiny_argv, train_main
 from .launch import run_ranks, use_port
 
 SIZE, BATCH = 48, 16  # tiny_argv's synthetic training set and global batch
@@ -39,7 +40,7 @@ def _append(name, line):
         f.write(line + "\n")
 
 
-def recording_save(obj, path, _real=trainer_mod.save_checkpoint):
+def recording_save(obj, path, _real=hooks_mod.save_checkpoint):
     name = re.sub(r"\.e\d+\.stage$", "", os.path.basename(path))  # an epoch commit's staged side file
     _append("writes", json.dumps([CURRENT["rank"], CURRENT["run"], obj.get("epoch"), name]))
     _real(obj, path)
@@ -57,10 +58,8 @@ def recording_step(self, batch, epoch, _real=trainer_mod.Trainer.train_step):
 
 
 def _train(run, *argv):
-    from mdistiller.cli.train import main
-
     CURRENT["run"] = run
-    return main(list(argv))
+    return train_main(list(argv))
 
 
 def _argv(tmp, name, epochs, teacher):
@@ -80,7 +79,7 @@ def _read(out, name):
 # ---------------------------------------------------------------------------------------
 def _run_job(rank, ports, tmp, teacher):
     CURRENT.update(rank=rank, out=os.path.join(tmp, "log"))
-    trainer_mod.save_checkpoint = recording_save
+    hooks_mod.save_checkpoint = recording_save  # the checkpoint hooks' writer
     trainer_mod.Trainer.train_step = recording_step
     use_port(ports[0])
     assert _train("dist", *_argv(tmp, "dist", 1, teacher)) == 0
@@ -107,7 +106,7 @@ def job_a(tmp_path_factory):
     patch = pytest.MonkeyPatch()
     patch.setitem(CURRENT, "out", str(tmp / "log"))
     patch.setitem(CURRENT, "rank", "1p")
-    patch.setattr(trainer_mod, "save_checkpoint", recording_save)
+    patch.setattr(hooks_mod, "save_checkpoint", recording_save)
     patch.setattr(trainer_mod.Trainer, "train_step", recording_step)
     try:
         assert _train("single", *_argv(tmp, "single", 1, teacher)) == 0
@@ -260,7 +259,6 @@ def _max_diff(a, b):
 
 
 def _exact_job(rank, ports, tmp, teacher):
-    from mdistiller.cli.train import main
     from mdistiller.dataset.augment import build_batch_transform
     from mdistiller.dataset.base import DatasetSpec, TensorImageDataset
     from mdistiller.dataset.synthetic import make_images
@@ -274,7 +272,7 @@ def _exact_job(rank, ports, tmp, teacher):
         use_port(port)
         err = io.StringIO()
         with contextlib.redirect_stderr(err):
-            code = main(tiny_argv(tmp, key, *COMMON, *extra, teacher=teacher))
+            code = train_main(tiny_argv(tmp, key, *COMMON, *extra, teacher=teacher))
         result[key] = {"code": code, "stderr": err.getvalue()}
 
     use_port(ports[2])

@@ -46,3 +46,12 @@ def run_dir(tmp_path, name):
 
 def metrics(tmp_path, name):
     return read_metrics(run_dir(tmp_path, name))
+
+
+def train_main(argv):
+    """A run through the composition root (:func:`mdistiller.engine.run.train`): ``argv`` is
+    an optional leading ``--resume`` and KEY VALUE pairs (as :func:`tiny_argv` makes)."""
+    from mdistiller.engine.run import train
+
+    resume = list(argv[:1]) == ["--resume"]
+    return train(None, list(argv[1:] if resume else argv), resume=resume)

@@ -6,13 +6,12 @@ import os
 import pytest
 import torch
 
-from mdistiller.cli.train import main as train_main
 from mdistiller.engine.cfg import load_cfg
 from mdistiller.engine.checkpoint import load_checkpoint
 from mdistiller.engine.dot import DOT, check_config
 from mdistiller.utils.errors import ConfigError
 
-from tests.engine.helpers import make_teacher, metrics, run_dir, tiny_argv
+from tests.engine.helpers import make_teacher, metrics, run_dir, tiny_argv, train_main
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "..", "configs")
 

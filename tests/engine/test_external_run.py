@@ -6,9 +6,8 @@ they do not, and the teacher-weight keys."""
 import pytest
 import torch
 
-from mdistiller.cli.train import main as train_main
 from mdistiller.models import build_model
-from tests.engine.helpers import metrics, tiny_argv
+from tests.engine.helpers import metrics, tiny_argv, train_main
 
 TEACHER = "timm:resnet10t"
 STUDENT = "torchvision:mobilenet_v3_small"

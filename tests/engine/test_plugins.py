@@ -10,12 +10,11 @@ import pytest
 import yaml
 
 from mdistiller.cli.eval import main as eval_main
-from mdistiller.cli.train import main as train_main
 from mdistiller.distillers import DISTILLERS
 from mdistiller.engine.cfg import CFG, load_cfg
 from mdistiller.utils.errors import ConfigError
 from tests.conftest import REPO_ROOT
-from tests.engine.helpers import make_teacher, metrics, run_dir, tiny_argv
+from tests.engine.helpers import make_teacher, metrics, run_dir, tiny_argv, train_main
 
 EXAMPLE = os.path.join(REPO_ROOT, "examples", "plugins", "my_kd.py")
 MYKD = ["DISTILLER.TYPE", "MYKD", "MYKD.TEMPERATURE", "2"]

@@ -8,13 +8,12 @@ import os
 import pytest
 import torch
 
-from mdistiller.cli.train import main as train_main
 from mdistiller.distillers import DISTILLERS
 from mdistiller.engine import checkpoint as ckpt_mod
 from mdistiller.engine.checkpoint import load_checkpoint
 from mdistiller.utils.errors import CheckpointError
 
-from tests.engine.helpers import make_teacher, metrics, run_dir, tiny_argv
+from tests.engine.helpers import make_teacher, metrics, run_dir, tiny_argv, train_main
 
 LOGIT = ["NONE", "KD", "DKD", "MLKD", "SLD"]
 

@@ -6,9 +6,8 @@ import os
 import pytest
 import torch
 
-from mdistiller.cli.train import main as train_main
 from mdistiller.engine.checkpoint import load_checkpoint
-from tests.engine.helpers import make_teacher, metrics, run_dir, tiny_argv
+from tests.engine.helpers import make_teacher, metrics, run_dir, tiny_argv, train_main
 
 FEATURE = ["FITNET", "AT", "OFD", "RKD", "KDSVD", "CRD", "NST", "PKT", "SP", "VID", "REVIEWKD"]
 PAIR = ["DISTILLER.TEACHER", "resnet32x4", "DISTILLER.STUDENT", "resnet8x4", "CRD.NCE.K", "8",

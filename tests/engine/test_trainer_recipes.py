@@ -6,12 +6,11 @@ import os
 import pytest
 import torch
 
-from mdistiller.cli.train import main as train_main
 from mdistiller.engine.cfg import get_key, load_cfg
 from mdistiller.engine.checkpoint import load_checkpoint
 from mdistiller.engine.loggers import read_metrics
 
-from tests.engine.helpers import make_teacher, run_dir, tiny_argv
+from tests.engine.helpers import make_teacher, run_dir, tiny_argv, train_main
 
 
 @pytest.fixture(scope="module")
