@@ -388,4 +388,4 @@ def main(argv=None):
         print(json.dumps(result, indent=2) if args.json else format_table(result), flush=True)
         return 0
 
-    return run_tool(body, args.debug)
+    return run_tool(body, args.debug, args.quiet)

@@ -19,7 +19,9 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def add_debug_flag(parser):
+    """``--debug`` (tracebacks) and ``--quiet`` (errors only): every tool has both."""
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    add_quiet_flag(parser)
 
 
 def add_quiet_flag(parser):
@@ -59,8 +61,11 @@ def user_errors(debug=False, result=None, quiet=False):
             result["code"] = 2
 
 
-def run_tool(body, debug):
-    """Call ``body()`` (returning an exit code) with one-line user errors."""
-    with user_errors(debug) as result:
+def run_tool(body, debug, quiet=False):
+    """Call ``body()`` (returning an exit code) with one-line user errors and the
+    package's messages (``logging``) on stdout, errors only with ``quiet``."""
+    from ..engine.loggers import setup_logging
+
+    with user_errors(debug) as result, setup_logging(quiet=quiet):
         result["code"] = body()
     return result.get("code", 0) or 0

@@ -15,6 +15,7 @@ reported as one line (exit code 2); nothing half-written is left behind.
 """
 
 import argparse
+import logging
 import contextlib
 import hashlib
 import http.client
@@ -40,6 +41,8 @@ from ..models import CIFAR_TEACHER_DIR
 from ..models.cifar import CIFAR_TEACHERS
 from ..utils.errors import CheckpointError, ConfigError, MdistillerError
 from .common import ArgumentParser, REPO_ROOT, add_debug_flag, run_tool
+
+log = logging.getLogger("mdistiller.download")
 
 DEFAULT_URL = "https://github.com/megvii-research/mdistiller/releases/download/checkpoints/cifar_teachers.tar"
 DEFAULT_DEST = os.path.join(REPO_ROOT, "download_ckpts")
@@ -279,9 +282,9 @@ def run(args):
         finally:
             if temporary and not (done and args.keep_archive) and os.path.exists(temporary):
                 os.remove(temporary)
-    print(f"installed {len(installed)} teacher checkpoints into {dest}:")
+    log.info(f"installed {len(installed)} teacher checkpoints into {dest}:")
     for rel, n in installed:
-        print(f"  {rel} ({n} tensors)")
+        log.info(f"  {rel} ({n} tensors)")
     return 0
 
 
@@ -300,7 +303,6 @@ def parse_args(argv):
     p.add_argument("--archive", help="install from this local cifar_teachers.tar instead of downloading")
     p.add_argument("--keep-archive", action="store_true", help="keep the downloaded tar in --dest")
     p.add_argument("--timeout", type=float, default=60.0, help="network timeout in seconds (default: 60)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--verify", action="store_true", help="only check the installed teachers against the "
                    "SHA-256 recorded at installation (no download)")
     add_debug_flag(p)
@@ -309,4 +311,4 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
-    return run_tool(lambda: run(args), args.debug)
+    return run_tool(lambda: run(args), args.debug, args.quiet)

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 
 from ..engine.cfg import load_cfg
 from ..utils.errors import CheckpointError, ConfigError
-from .common import ArgumentParser, add_debug_flag, user_errors
+from .common import ArgumentParser, add_debug_flag, run_tool
 
 
 def parse_args(argv):
@@ -87,9 +87,7 @@ def evaluate_checkpoint(args):
 
 def main(argv=None):
     args = parse_args(list(sys.argv[1:] if argv is None else argv))
-    with user_errors(args.debug) as result:
-        result["code"] = evaluate_checkpoint(args)
-    return result.get("code", 0)
+    return run_tool(lambda: evaluate_checkpoint(args), args.debug, args.quiet)
 
 
 if __name__ == "__main__":

@@ -180,4 +180,4 @@ def check(args):
 
 def main(argv=None):
     args = parse_args(argv)
-    return run_tool(lambda: check(args), args.debug)
+    return run_tool(lambda: check(args), args.debug, args.quiet)

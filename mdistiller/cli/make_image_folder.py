@@ -6,6 +6,7 @@ synthetic dataset's learnable stripes (PNG files of ``--size`` pixels), to try t
 """
 
 import argparse
+import logging
 import os
 
 import torch.nn.functional as F
@@ -32,7 +33,7 @@ def run(args):
         raise MdistillerError(f"'{args.dest}' already exists; choose another folder (nothing was written)")
     write_split(os.path.join(args.dest, "train"), args.train, args.classes, args.size, seed=0)
     write_split(os.path.join(args.dest, "val"), args.val, args.classes, args.size, seed=1)
-    print(f"wrote {args.train} training and {args.val} validation images of {args.classes} classes to {args.dest}")
+    logging.getLogger("mdistiller.data").info(f"wrote {args.train} training and {args.val} validation images of {args.classes} classes to {args.dest}")
     return 0
 
 
@@ -45,4 +46,4 @@ def main(argv=None):
     p.add_argument("--size", type=int, default=96, help="image side in pixels (default 96)")
     add_debug_flag(p)
     args = p.parse_args(argv)
-    return run_tool(lambda: run(args), args.debug)
+    return run_tool(lambda: run(args), args.debug, args.quiet)

@@ -396,7 +396,7 @@ def summarize(args):
 
 def main(argv=None):
     args = parse_args(argv)
-    return run_tool(lambda: summarize(args), args.debug)
+    return run_tool(lambda: summarize(args), args.debug, args.quiet)
 
 
 if __name__ == "__main__":

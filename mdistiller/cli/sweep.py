@@ -35,10 +35,10 @@ import warnings
 from dataclasses import dataclass
 
 from ..engine.cfg import ConfigWarning, get_key, load_cfg, overrides_to_dict
-from ..engine.loggers import read_metrics, setup_logging
+from ..engine.loggers import read_metrics
 from ..engine.runfolder import run_dir_of
 from ..utils.errors import ConfigError
-from .common import ArgumentParser, add_debug_flag, add_quiet_flag, run_tool
+from .common import ArgumentParser, add_debug_flag, run_tool
 from .summarize import format_value
 
 log = logging.getLogger("mdistiller.sweep")
@@ -263,7 +263,6 @@ def parse_args(argv=None):
     p.add_argument("--print", dest="print_only", action="store_true",
                    help="print one training command per pending run instead of running")
     add_debug_flag(p)
-    add_quiet_flag(p)
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides for every run")
     return p.parse_args(argv)
 
@@ -276,13 +275,12 @@ def plan_and_run(args):
         print(f"warning: {message}", file=sys.stderr)
     if args.print_only:
         return print_commands(runs, args.cfg)
-    with setup_logging(quiet=args.quiet):
-        return run_all(runs, args.cfg, args.debug, args.quiet)
+    return run_all(runs, args.cfg, args.debug, args.quiet)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    return run_tool(lambda: plan_and_run(args), args.debug)
+    return run_tool(lambda: plan_and_run(args), args.debug, args.quiet)
 
 
 if __name__ == "__main__":

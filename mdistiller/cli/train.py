@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from ..engine.run import train
-from .common import ArgumentParser, add_debug_flag, add_quiet_flag
+from .common import ArgumentParser, add_debug_flag
 
 FLAGS = ("--resume", "--overwrite", "--debug", "--quiet")
 
@@ -21,7 +21,6 @@ def parse_args(argv):
     p.add_argument("--resume", action="store_true", help="continue the run in the config's run folder")
     p.add_argument("--overwrite", action="store_true", help="delete an existing run folder and start afresh")
     add_debug_flag(p)
-    add_quiet_flag(p)
     p.add_argument("opts", default=None, nargs=argparse.REMAINDER, help="KEY VALUE overrides")
     args = p.parse_args(argv)
     # the flags may also come among or after the KEY VALUE pairs (where a key would be)
