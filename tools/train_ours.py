@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Command-line wrapper; the implementation is mdistiller.cli.train (see its docstring)."""
+"""Command-line wrapper: mdistiller.cli.train parses the arguments, mdistiller.engine.run runs."""
 
 import os
 import sys

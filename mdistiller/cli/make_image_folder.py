@@ -33,7 +33,8 @@ def run(args):
         raise MdistillerError(f"'{args.dest}' already exists; choose another folder (nothing was written)")
     write_split(os.path.join(args.dest, "train"), args.train, args.classes, args.size, seed=0)
     write_split(os.path.join(args.dest, "val"), args.val, args.classes, args.size, seed=1)
-    logging.getLogger("mdistiller.data").info(f"wrote {args.train} training and {args.val} validation images of {args.classes} classes to {args.dest}")
+    logging.getLogger("mdistiller.data").info(f"wrote {args.train} training and {args.val} validation images of "
+                                              f"{args.classes} classes to {args.dest}")
     return 0
 
 

@@ -55,7 +55,7 @@ class RunLogger:
         return run_id
 
     def text(self, line):
-        """Append a free-form line to worklog.txt (and print it)."""
+        """Append a free-form line to worklog.txt."""
         with open(os.path.join(self.run_dir, "worklog.txt"), "a") as f:
             f.write(line + os.linesep)
 

@@ -96,7 +96,8 @@ def test_nan_watch_names_the_step_and_terms(tmp_path):
     trainer = tiny_trainer(tmp_path, [NanWatch()])
     zero = torch.zeros((), dtype=torch.float64)
     ep = EpochState(epoch=3, start_step=0, steps=5, seen=zero, correct=zero, loss_sum=zero,
-                    bad_step=torch.tensor(-1), bad_terms=torch.tensor([float("nan"), 1.0]), names=["loss_ce", "loss_kd"])
+                    bad_step=torch.tensor(-1), bad_terms=torch.tensor([float("nan"), 1.0]),
+                    names=["loss_ce", "loss_kd"])
     check_finite(trainer, ep)  # no bad step: nothing
     ep.bad_step = torch.tensor(4)
     ep.read = False
