@@ -1,12 +1,10 @@
 """What every command-line tool shares: one-line errors and warnings, and ``--debug``."""
 
 import argparse
-import contextlib
 import sys
-import warnings
 
 from ..engine.utils import REPO_ROOT  # noqa: F401 (the tools' name for it)
-from ..utils.errors import MdistillerError
+from ..utils.errors import user_errors  # noqa: F401 (the tools import it from here)
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -28,37 +26,12 @@ def add_quiet_flag(parser):
     parser.add_argument("--quiet", action="store_true", help="print errors only (sets LOG.LEVEL to ERROR)")
 
 
-def _print_one_line_warning(message, category, filename, lineno, file=None, line=None):
-    print(f"warning: {' '.join(str(message).split())}", file=sys.stderr if file is None else file)
-
-
 class ToolExit(Exception):
     """Raised inside ``user_errors`` to leave with an exit code after printing a message."""
 
     def __init__(self, code):
         super().__init__(code)
         self.code = code
-
-
-@contextlib.contextmanager
-def user_errors(debug=False, result=None, quiet=False):
-    """Print user errors (MdistillerError) as ``error: <message>`` on stderr, one line,
-    and store exit code 2 in ``result["code"]``; with ``debug`` re-raise with traceback.
-
-    Warnings raised inside are printed as ``warning: <message>`` on stderr (or dropped
-    with ``quiet``, e.g. on non-zero ranks); the caller's warning state is restored after."""
-    result = {} if result is None else result
-    with warnings.catch_warnings():
-        warnings.showwarning = _print_one_line_warning
-        if quiet:
-            warnings.simplefilter("ignore")
-        try:
-            yield result
-        except MdistillerError as e:
-            if debug:
-                raise
-            print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
-            result["code"] = 2
 
 
 def run_tool(body, debug, quiet=False):

@@ -20,7 +20,7 @@ from types import SimpleNamespace
 import torch
 
 from ..dataset.loader import check_batch, check_subset
-from ..utils.errors import CheckpointError, ConfigError, MdistillerError
+from ..utils.errors import CheckpointError, ConfigError, MdistillerError, user_errors
 from .cfg import cfg_to_dict, diff_cfg, get_key, load_cfg
 from .runfolder import RunFolderError, run_dir_of
 from .threads import cpu_threads
@@ -287,7 +287,6 @@ def train(cfg_file=None, opts=(), resume=False, overwrite=False, debug=False, qu
     """Load the config ``cfg_file`` + ``opts`` (KEY VALUE strings) and run it: the one
     entry to training for the tools and the tests. Returns the exit code: 0, 2 after a
     one-line ``error:`` on stderr, 130 when stopped by a signal."""
-    from ..cli.common import user_errors
     from .loggers import setup_logging
 
     opts = [str(o) for o in opts]
