@@ -82,7 +82,9 @@ def test_delta_zero_is_sgd_on_the_summed_loss():
 
 @pytest.mark.parametrize("rel,delta", [("cifar100/dot/res32x4_res8x4.yaml", 0.075), ("cifar100/dot/vgg13_vgg8.yaml", 0.075),
                                        ("cifar100/dot/res32x4_shuv2.yaml", 0.075), ("imagenet/r34_r18/dot.yaml", 0.09),
-                                       ("imagenet/r50_mv1/dot.yaml", 0.09)])
+                                       ("imagenet/r50_mv1/dot.yaml", 0.09),
+                                       ("tiny_imagenet/dot/r18_mv2.yaml", 0.075),
+                                       ("tiny_imagenet/dot/r18_shuv2.yaml", 0.075)])
 def test_upstream_dot_files_load_unchanged(rel, delta):
     cfg = load_cfg(os.path.join(CONFIGS, rel))
     assert cfg.SOLVER.TRAINER == "dot" and cfg.SOLVER.DOT.DELTA == delta and cfg.DISTILLER.TYPE == "KD"
