@@ -55,3 +55,12 @@ def train_main(argv):
 
     resume = list(argv[:1]) == ["--resume"]
     return train(None, list(argv[1:] if resume else argv), resume=resume)
+
+
+def train_straight_and_resumed(tmp_path, common, epochs, teacher, stop_after=1):
+    """Train ``common`` for ``epochs`` epochs in one go (run ``straight``) and again stopped
+    after ``stop_after`` epochs, then resumed to ``epochs`` (run ``resumed``); both exit 0."""
+    assert train_main(tiny_argv(tmp_path, "straight", *common, "SOLVER.EPOCHS", epochs, teacher=teacher)) == 0
+    assert train_main(tiny_argv(tmp_path, "resumed", *common, "SOLVER.EPOCHS", stop_after, teacher=teacher)) == 0
+    assert train_main(["--resume"] + tiny_argv(tmp_path, "resumed", *common, "SOLVER.EPOCHS", epochs,
+                                               teacher=teacher)) == 0

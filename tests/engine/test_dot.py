@@ -11,7 +11,7 @@ from mdistiller.engine.checkpoint import load_checkpoint
 from mdistiller.engine.dot import DOT, check_config
 from mdistiller.utils.errors import ConfigError
 
-from tests.engine.helpers import make_teacher, metrics, run_dir, tiny_argv, train_main
+from tests.engine.helpers import make_teacher, metrics, run_dir, tiny_argv, train_main, train_straight_and_resumed
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "..", "configs")
 
@@ -120,10 +120,7 @@ def test_dot_trains_under_bf16_autocast(tmp_path, teacher_ckpt):
 def test_dot_trains_and_resumes_exactly(tmp_path, teacher_ckpt):
     common = ["DISTILLER.TYPE", "KD", "SOLVER.TRAINER", "dot", "EXPERIMENT.DETERMINISTIC", "True",
               "SOLVER.LR_DECAY_STAGES", "[2]"]
-    assert train_main(tiny_argv(tmp_path, "straight", *common, "SOLVER.EPOCHS", "2", teacher=teacher_ckpt)) == 0
-    assert train_main(tiny_argv(tmp_path, "resumed", *common, "SOLVER.EPOCHS", "1", teacher=teacher_ckpt)) == 0
-    assert train_main(["--resume"] + tiny_argv(tmp_path, "resumed", *common, "SOLVER.EPOCHS", "2",
-                                               teacher=teacher_ckpt)) == 0
+    train_straight_and_resumed(tmp_path, common, 2, teacher_ckpt)
     a, b = (load_checkpoint(os.path.join(run_dir(tmp_path, n), "latest")) for n in ("straight", "resumed"))
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k

@@ -13,7 +13,7 @@ from mdistiller.engine import checkpoint as ckpt_mod
 from mdistiller.engine.checkpoint import load_checkpoint
 from mdistiller.utils.errors import CheckpointError
 
-from tests.engine.helpers import make_teacher, metrics, run_dir, tiny_argv, train_main
+from tests.engine.helpers import make_teacher, metrics, run_dir, tiny_argv, train_main, train_straight_and_resumed
 
 LOGIT = ["NONE", "KD", "DKD", "MLKD", "SLD"]
 
@@ -92,10 +92,7 @@ def _student_weights(d, name="student_latest"):
 def test_resume_is_exact(tmp_path, teacher_ckpt):
     common = ["DISTILLER.TYPE", "SLD", "SLD.GAMMA", "1", "EXPERIMENT.DETERMINISTIC", "True",
               "SOLVER.LR_DECAY_STAGES", "[2]"]
-    assert train_main(tiny_argv(tmp_path, "straight", *common, "SOLVER.EPOCHS", "3", teacher=teacher_ckpt)) == 0
-    assert train_main(tiny_argv(tmp_path, "resumed", *common, "SOLVER.EPOCHS", "1", teacher=teacher_ckpt)) == 0
-    assert train_main(["--resume"] + tiny_argv(tmp_path, "resumed", *common, "SOLVER.EPOCHS", "3",
-                                               teacher=teacher_ckpt)) == 0
+    train_straight_and_resumed(tmp_path, common, 3, teacher_ckpt)
     a, b = _student_weights(run_dir(tmp_path, "straight")), _student_weights(run_dir(tmp_path, "resumed"))
     for k in a:
         assert torch.equal(a[k], b[k]), k

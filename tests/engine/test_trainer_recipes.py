@@ -10,7 +10,7 @@ from mdistiller.engine.cfg import get_key, load_cfg
 from mdistiller.engine.checkpoint import load_checkpoint
 from mdistiller.engine.loggers import read_metrics
 
-from tests.engine.helpers import make_teacher, run_dir, tiny_argv, train_main
+from tests.engine.helpers import make_teacher, run_dir, train_straight_and_resumed
 
 
 @pytest.fixture(scope="module")
@@ -27,10 +27,7 @@ def teacher_ckpt(tmp_path_factory):
 ], ids=["kd_logit_stand", "swapkd", "dkd_two_views"])
 def test_recipe_trains_and_resumes_exactly(tmp_path, teacher_ckpt, opts):
     common = opts + ["EXPERIMENT.DETERMINISTIC", "True", "DATASET.SYNTHETIC_SIZE", "32"]
-    assert train_main(tiny_argv(tmp_path, "straight", *common, "SOLVER.EPOCHS", "2", teacher=teacher_ckpt)) == 0
-    assert train_main(tiny_argv(tmp_path, "resumed", *common, "SOLVER.EPOCHS", "1", teacher=teacher_ckpt)) == 0
-    assert train_main(["--resume"] + tiny_argv(tmp_path, "resumed", *common, "SOLVER.EPOCHS", "2",
-                                               teacher=teacher_ckpt)) == 0
+    train_straight_and_resumed(tmp_path, common, 2, teacher_ckpt)
     a, b = (load_checkpoint(os.path.join(run_dir(tmp_path, n), "student_latest"))["model"] for n in ("straight", "resumed"))
     for k in a:
         assert torch.equal(a[k], b[k]), k
