@@ -26,14 +26,6 @@ def add_quiet_flag(parser):
     parser.add_argument("--quiet", action="store_true", help="print errors only (sets LOG.LEVEL to ERROR)")
 
 
-class ToolExit(Exception):
-    """Raised inside ``user_errors`` to leave with an exit code after printing a message."""
-
-    def __init__(self, code):
-        super().__init__(code)
-        self.code = code
-
-
 def run_tool(body, debug, quiet=False):
     """Call ``body()`` (returning an exit code) with one-line user errors and the
     package's messages (``logging``) on stdout, errors only with ``quiet``."""
