@@ -9,7 +9,7 @@ mdistiller, stock OpenMP settings) started before the training and stopped after
 
 Two modes: ``stock`` switches the framework's thread defaults off
 (``MDISTILLER_THREAD_DEFAULTS=0``: torch's own 2 threads, libgomp spinning at barriers),
-``defaults`` runs with them (see :mod:`mdistiller.engine.threads`). "1 thread" sets
+``defaults`` runs with them (see :mod:`mdistiller.utils.threads`). "1 thread" sets
 ``OMP_NUM_THREADS=1`` for the training; "default threads" sets nothing. The table gives each
 configuration's median wall time over ``--repeats`` and its ratio to the same mode's solo
 time with default threads (what a user gets by changing nothing). Prints the machine's load

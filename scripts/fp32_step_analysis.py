@@ -21,8 +21,8 @@ from torch.profiler import ProfilerActivity, profile
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from mdistiller.cli import benchmark as B  # noqa: E402
 from mdistiller.dataset import get_dataset  # noqa: E402
-from mdistiller.distillers._base import Distiller  # noqa: E402
-from mdistiller.engine.utils import retain_host_memory  # noqa: E402
+from mdistiller.distillers.base import Distiller  # noqa: E402
+from mdistiller.utils.runtime import retain_host_memory  # noqa: E402
 from mdistiller.models import cifar_model_dict  # noqa: E402
 
 torch.set_num_threads(2)

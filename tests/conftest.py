@@ -16,7 +16,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 # the suite keeps its thread count: no idle-core thread choice in training runs
-# (mdistiller.engine.threads, tested in tests/engine/test_threads.py)
+# (mdistiller.utils.threads, tested in tests/engine/test_threads.py)
 os.environ["MDISTILLER_THREAD_DEFAULTS"] = "0"
 
 
@@ -101,7 +101,7 @@ class MethodsSnapshot:
         import sys
 
         from mdistiller import distillers
-        from mdistiller.engine.defaults import CFG
+        from mdistiller.config.defaults import CFG
 
         self.distillers, self.cfg = distillers, CFG
         self.items, self.owners = dict(distillers.DISTILLERS._items), dict(distillers._NODE_OWNERS)

@@ -34,11 +34,11 @@ from ..dataset import get_dataset
 from ..dataset.augment import build_batch_transform
 from ..dataset.bench import time_pipeline
 from ..engine.build import build_distiller, num_views, place_distiller
-from ..engine.cfg import load_cfg
-from ..engine.cpuinfo import cpu_info, describe_cpu
-from ..engine.dist import DistContext, resolve_device
+from ..config.load import load_cfg
+from ..utils.cpuinfo import cpu_info, describe_cpu
+from ..utils.dist import DistContext, resolve_device
 from ..engine.trainer import Trainer
-from ..engine.utils import host_memory_retained
+from ..utils.runtime import host_memory_retained
 from ..models import build_model
 from .common import add_debug_flag, run_tool
 

@@ -3,7 +3,8 @@
 import argparse
 import sys
 
-from ..engine.utils import REPO_ROOT  # noqa: F401 (the tools' name for it)
+from ..runs.loggers import setup_logging
+from ..utils.runtime import REPO_ROOT  # noqa: F401 (the tools' name for it)
 from ..utils.errors import user_errors  # noqa: F401 (the tools import it from here)
 
 
@@ -29,8 +30,6 @@ def add_quiet_flag(parser):
 def run_tool(body, debug, quiet=False):
     """Call ``body()`` (returning an exit code) with one-line user errors and the
     package's messages (``logging``) on stdout, errors only with ``quiet``."""
-    from ..engine.loggers import setup_logging
-
     with user_errors(debug) as result, setup_logging(quiet=quiet):
         result["code"] = body()
     return result.get("code", 0) or 0

@@ -12,9 +12,10 @@ import sys
 import time
 import warnings
 
-from ..engine.loggers import read_metrics, setup_logging
+from ..config.load import load_cfg
 from ..engine.run import train
-from ..engine.runfolder import run_dir_of
+from ..runs.loggers import read_metrics, setup_logging
+from ..runs.folder import run_dir_of
 from .common import REPO_ROOT, add_quiet_flag
 
 log = logging.getLogger("mdistiller.demo")
@@ -35,8 +36,6 @@ def parse_args(argv):
 
 def _load_quietly(path, opts=None):
     """The run's config; its warnings are printed by the training run itself."""
-    from ..engine.cfg import load_cfg
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return load_cfg(path, opts)

@@ -36,9 +36,10 @@ import zlib
 import torch
 from tqdm import tqdm
 
-from ..engine.checkpoint import SHA256_FILE, file_sha256, recorded_sha256, strip_prefix, verify_recorded_sha256
-from ..models import CIFAR_TEACHER_DIR
+from ..models import CIFAR_TEACHER_DIR, build_model, cifar_teacher_ckpt
 from ..models.cifar import CIFAR_TEACHERS
+from ..runs.checkpoint import (SHA256_FILE, describe_mismatch, file_sha256, recorded_sha256, strip_prefix,
+                               verify_recorded_sha256)
 from ..utils.errors import CheckpointError, ConfigError, MdistillerError
 from .common import ArgumentParser, REPO_ROOT, add_debug_flag, run_tool
 
@@ -146,16 +147,11 @@ def check_checkpoint(name, data):
 def expected_teachers():
     """``{path in the archive: model name}`` of the published teachers (the zoo's list, which
     the tests check against the reference's ``cifar_models.json``)."""
-    from ..models import cifar_teacher_ckpt
-
     return {f"{ARCHIVE_ROOT}/{cifar_teacher_ckpt(n)[len(CIFAR_TEACHER_DIR) + 1:]}": n for n in TEACHERS}
 
 
 def check_fits_model(rel, state, name):
     """CheckpointError unless ``state`` loads strictly into the zoo's ``name`` (100 classes)."""
-    from ..engine.checkpoint import describe_mismatch
-    from ..models import build_model
-
     mismatch = describe_mismatch(build_model(name, "cifar", 100), strip_prefix(state, "module."))
     if mismatch:
         raise CheckpointError(f"'{rel}' in the archive does not fit the zoo's {name} ({mismatch}); "

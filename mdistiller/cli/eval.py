@@ -11,7 +11,13 @@ import sys
 
 from torch.utils.data import DataLoader
 
-from ..engine.cfg import load_cfg
+from ..config.load import load_cfg
+from ..dataset import build_batch_transform, get_dataset
+from ..engine.build import teacher_checkpoint_path
+from ..engine.trainer import evaluate
+from ..models import build_model
+from ..runs.checkpoint import load_model_weights
+from ..utils.dist import DistContext, resolve_device
 from ..utils.errors import CheckpointError, ConfigError
 from .common import ArgumentParser, add_debug_flag, run_tool
 
@@ -57,13 +63,6 @@ def resolve(args):
 
 
 def evaluate_checkpoint(args):
-    from ..dataset import build_batch_transform, get_dataset
-    from ..engine.build import teacher_checkpoint_path
-    from ..engine.checkpoint import load_model_weights
-    from ..engine.dist import DistContext, resolve_device
-    from ..engine.trainer import evaluate
-    from ..models import build_model
-
     cfg, name, ckpt = resolve(args)
     device = resolve_device(cfg.SOLVER.DEVICE)
     spec = get_dataset(cfg)

@@ -27,8 +27,8 @@ import time
 import torch
 
 from . import benchmark as bench
-from ..engine.cpuinfo import cpu_info
-from ..engine.defaults import CFG
+from ..utils.cpuinfo import cpu_info
+from ..config.defaults import CFG
 from .common import REPO_ROOT, add_debug_flag, run_tool
 
 #: the CUDA-only tests (marker cuda) and the step's no-host-sync check, which runs on CUDA where present

@@ -28,8 +28,8 @@ import textwrap
 import warnings
 from dataclasses import dataclass, field
 
-from ..engine.cfg import ConfigWarning, cfg_to_dict, load_cfg
-from ..engine.loggers import read_metrics
+from ..config.load import ConfigWarning, cfg_to_dict, load_cfg
+from ..runs.loggers import read_metrics
 from ..utils.errors import DataError, MdistillerError
 from .common import ArgumentParser, add_debug_flag, run_tool
 

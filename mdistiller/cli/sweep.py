@@ -34,9 +34,10 @@ import traceback
 import warnings
 from dataclasses import dataclass
 
-from ..engine.cfg import ConfigWarning, get_key, load_cfg, overrides_to_dict
-from ..engine.loggers import read_metrics
-from ..engine.runfolder import run_dir_of
+from ..config.load import ConfigWarning, get_key, load_cfg, overrides_to_dict
+from ..engine import run as run_mod
+from ..runs.folder import run_dir_of
+from ..runs.loggers import read_metrics
 from ..utils.errors import ConfigError
 from .common import ArgumentParser, add_debug_flag, run_tool
 from .summarize import format_value
@@ -188,8 +189,6 @@ def shell_command(argv):
 def _train(cfg_path, run, state, debug=False, quiet=False):
     """Run ``run`` through the composition root; return its exit code (exceptions and
     SystemExit become codes)."""
-    from ..engine import run as run_mod
-
     try:
         return run_mod.train(cfg_path, run.opts, resume=state == "resume", overwrite=state == "restart",
                              debug=debug, quiet=quiet, argv=trainer_argv(cfg_path, run, state))

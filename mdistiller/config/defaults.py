@@ -3,9 +3,9 @@
 
 Each method declares its own node, next to its code (``defaults`` of the distiller class);
 registering the method adds it here, so once :mod:`mdistiller.distillers` is imported
-(``mdistiller.engine.cfg`` does it) ``CFG`` holds every registered method's node. YAML files
+(``mdistiller.config.load`` does it) ``CFG`` holds every registered method's node. YAML files
 override these defaults (and may inherit from each other with ``_BASE_``); see
-``mdistiller.engine.cfg.load_cfg``.
+``mdistiller.config.load.load_cfg``.
 """
 
 from yacs.config import CfgNode as CN

@@ -1,6 +1,6 @@
 """Config loading: YAML files with ``_BASE_`` inheritance, ``KEY VALUE`` overrides, checks.
 
-``CFG`` (the defaults, see :mod:`mdistiller.engine.defaults`) stays importable here for
+``CFG`` (the defaults, see :mod:`mdistiller.config.defaults`) stays importable here for
 mdistiller users. Use :func:`load_cfg` to build a run's config::
 
     cfg = load_cfg("my_run.yaml", ["SOLVER.EPOCHS", "10"])
@@ -26,12 +26,16 @@ from ..distillers import DISTILLERS, check_methods
 from ..utils.checks import get_key
 from ..utils.checks import is_number as _is_number
 from ..utils.errors import ConfigError, ConfigWarning
-from . import dot, plugins
+from ..solver import dot
+from . import plugins
 from .defaults import CFG
 
 logger = logging.getLogger(__name__)
 
 BASE_KEY = "_BASE_"
+
+#: LOG.LEVEL's values (the levels of the package's logging tree)
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 # list keys whose default is empty: the element type they take
 ELEMENT_TYPES = {"DISTILLER.EXTRA": ["str"], "EXPERIMENT.PLUGINS": ["str"]}
@@ -370,8 +374,6 @@ def validate_framework_keys(cfg):
     at_least("EXPERIMENT.SEED", 0, "an integer >= 0")
     for key in ("LOG.READ_FREQ", "LOG.SAVE_CHECKPOINT_FREQ", "LOG.TENSORBOARD_FREQ"):
         at_least(key, 1, "at least 1 (a number of steps or epochs)")
-    from .loggers import LEVELS
-
     if str(cfg.LOG.LEVEL).upper() not in LEVELS:
         raise ConfigError(f"LOG.LEVEL '{cfg.LOG.LEVEL}' is not a level; set one of {', '.join(LEVELS)}")
     if data.ROOT and os.path.isfile(data.ROOT):

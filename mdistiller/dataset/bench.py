@@ -9,6 +9,8 @@ import time
 import torch
 from torch.utils.data import default_collate
 
+from ..config.defaults import CFG
+from . import get_dataset
 from .augment import build_batch_transform
 
 
@@ -40,10 +42,7 @@ def time_pipeline(spec, num_views, batch_size=256, seconds=2.0, seed=0):
 
 
 def main():
-    from ..engine.cfg import get_default_cfg
-    from . import get_dataset
-
-    cfg = get_default_cfg()
+    cfg = CFG.clone()
     cfg.DATASET.TYPE, cfg.DATASET.SYNTHETIC_SIZE = "synthetic", 4096
     spec = get_dataset(cfg)
     for views in (1, 2):

@@ -23,8 +23,8 @@ combination shares the same student and teacher:
 import torch.nn as nn
 
 from ..utils.errors import ConfigError
-from . import DISTILLERS
-from ._base import Distiller, Need
+from .registry import DISTILLERS
+from .base import Distiller, Need
 
 
 def method_names(cfg):

@@ -15,8 +15,8 @@ from yacs.config import CfgNode as CN
 
 from ..utils.checks import check_at_least, check_non_negative, check_positive, check_temperatures
 from ..utils.errors import ConfigError, ConfigWarning, DataError
-from . import register_distiller
-from ._base import Distiller, Need, as_float
+from .registry import register_distiller
+from .base import Distiller, Need, as_float
 from .losses import dkd_loss, kd_loss, mlkd_loss, sld_loss, standardize
 
 

@@ -8,8 +8,8 @@ import torch.nn.functional as F
 
 from ..utils.checks import check_non_negative, check_positive
 from ..utils.errors import ConfigError
-from . import register_distiller
-from ._base import Need
+from .registry import register_distiller
+from .base import Need
 from .logit import LogitDistiller, _temperatures
 from .losses import sld_loss
 

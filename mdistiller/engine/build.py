@@ -13,9 +13,9 @@ from ..distillers import build_distiller, views_for_cfg  # noqa: F401  (build_di
 from ..distillers.combine import method_classes, uses_teacher
 from ..models import MODEL_FAMILIES, build_model, check_model_name, split_source
 from ..models.external import check_input_size, resize_inputs
+from ..runs.checkpoint import CKPT_FIX, load_model_weights, verify_recorded_sha256
 from ..utils.errors import CheckpointError, ConfigError
-from .checkpoint import CKPT_FIX, load_model_weights, verify_recorded_sha256
-from .utils import REPO_ROOT
+from ..utils.runtime import REPO_ROOT
 
 
 def teacher_checkpoint_path(cfg, family):

@@ -37,9 +37,10 @@ from typing import Optional
 
 import torch
 
+from ..runs.checkpoint import save_checkpoint
+from ..runs.folder import EpochCommit
 from ..utils.errors import NonFiniteLossError
-from .checkpoint import save_checkpoint
-from .utils import rng_state
+from ..utils.runtime import rng_state
 
 try:
     from tqdm.auto import tqdm
@@ -154,11 +155,9 @@ class EpochCheckpoint(HookBase):
     """Commit the epoch (rank 0): ``latest`` with the metrics history, and mdistiller's
     side files student_latest, epoch_N/student_N every SAVE_CHECKPOINT_FREQ epochs,
     best/student_best on a new best, all or none
-    (:class:`~mdistiller.engine.runfolder.EpochCommit`)."""
+    (:class:`~mdistiller.runs.folder.EpochCommit`)."""
 
     def after_epoch(self, epoch, record):
-        from .runfolder import EpochCommit
-
         t = self.trainer
         if not t.ctx.is_main or t.run_dir is None:
             return

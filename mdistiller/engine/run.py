@@ -19,11 +19,19 @@ from types import SimpleNamespace
 
 import torch
 
+from ..config.load import cfg_to_dict, diff_cfg, get_key, load_cfg
 from ..dataset.loader import check_batch, check_subset
+from ..runs import folder as rf
+from ..runs.checkpoint import load_checkpoint
+from ..runs.folder import RunFolderError, atomic_write_text, describe_os_error, run_dir_of
+from ..runs.loggers import RunLogger, setup_logging
+from ..utils.dist import init_distributed, shutdown_distributed
 from ..utils.errors import CheckpointError, ConfigError, MdistillerError, user_errors
-from .cfg import cfg_to_dict, diff_cfg, get_key, load_cfg
-from .runfolder import RunFolderError, run_dir_of
-from .threads import cpu_threads
+from ..utils.runtime import derive_seed, provenance, seed_everything, set_deterministic
+from ..utils.threads import cpu_threads
+from .build import build_run
+from .hooks import HardStop, StopRequested
+from .trainer import Trainer
 
 log = logging.getLogger("mdistiller.train")
 
@@ -48,8 +56,6 @@ class RunFolder:
     resume. The lock is held until :meth:`close`."""
 
     def __init__(self, run_dir, args, is_main=True):
-        from . import runfolder as rf
-
         self.rf, self.run_dir, self.args, self.is_main = rf, run_dir, args, is_main
         self.created, self.lock, self.fresh = [], None, True
         if args.resume and args.overwrite:
@@ -128,9 +134,6 @@ def check_resume_config(cfg, state, path):
 
 
 def write_start_files(run_dir, cfg, args, argv, ctx, state, changes):
-    from .runfolder import atomic_write_text
-    from .utils import provenance
-
     # on resume only RESUME_FREE_KEYS may differ (e.g. more epochs): record them
     atomic_write_text(os.path.join(run_dir, "config.yaml"), cfg.dump())
     if state is None:
@@ -168,15 +171,6 @@ def run(cfg, args, argv):
     """Build and run the run ``cfg`` describes; ``args`` has ``cfg`` (the file), ``opts``,
     ``resume`` and ``overwrite``. Returns the exit code (0, or 130 when stopped by a
     signal); user errors raise :class:`~mdistiller.utils.errors.MdistillerError`."""
-    from .build import build_run
-    from .checkpoint import load_checkpoint
-    from .dist import init_distributed, shutdown_distributed
-    from .hooks import HardStop, StopRequested
-    from .loggers import RunLogger
-    from .runfolder import describe_os_error
-    from .trainer import Trainer
-    from .utils import derive_seed, seed_everything, set_deterministic
-
     run_dir = run_dir_of(cfg)
     # one process per run folder: the lock comes before anything else is checked or written
     folder = RunFolder(run_dir, args, is_main=os.environ.get("RANK", "0") == "0")
@@ -287,8 +281,6 @@ def train(cfg_file=None, opts=(), resume=False, overwrite=False, debug=False, qu
     """Load the config ``cfg_file`` + ``opts`` (KEY VALUE strings) and run it: the one
     entry to training for the tools and the tests. Returns the exit code: 0, 2 after a
     one-line ``error:`` on stderr, 130 when stopped by a signal."""
-    from .loggers import setup_logging
-
     opts = [str(o) for o in opts]
     args = SimpleNamespace(cfg=cfg_file or "", opts=opts, resume=resume, overwrite=overwrite)
     if argv is None:

@@ -20,11 +20,12 @@ import time
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from ..config.load import cfg_to_dict
 from ..dataset.loader import prefetch_to_device, set_epoch, to_device
+from ..solver.dot import build_dot, uses_dot
 from ..utils.errors import ConfigError
-from .dot import build_dot, uses_dot
+from ..utils.runtime import derive_seed, retain_host_memory, seed_everything, set_rng_state, topk_correct
 from .hooks import EpochState, HardStop, StopRequested, default_hooks  # noqa: F401 (re-exported)
-from .utils import derive_seed, retain_host_memory, seed_everything, set_rng_state, topk_correct
 
 
 @torch.no_grad()
@@ -63,7 +64,7 @@ def sum_losses(losses):
 
 def build_optimizer(cfg, params, device):
     """SGD; fused where available so a device-side ``found_inf`` flag can skip a step.
-    ``SOLVER.TRAINER dot``: DOT (:mod:`mdistiller.engine.dot`)."""
+    ``SOLVER.TRAINER dot``: DOT (:mod:`mdistiller.solver.dot`)."""
     if uses_dot(cfg):
         return build_dot(cfg, params)
     fused = device.type in ("cpu", "cuda")
@@ -256,8 +257,6 @@ class Trainer:
                  "history": [r for r in self.history if r["epoch"] <= epoch]}
         if self.scaler is not None:
             state["scaler"] = self.scaler.state_dict()
-        from .cfg import cfg_to_dict
-
         state["config"] = cfg_to_dict(self.cfg)
         state.update(extra)
         return state

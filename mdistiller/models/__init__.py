@@ -12,76 +12,8 @@ Register a new model with::
 Every model returns ``(logits, feats)``; see :mod:`mdistiller.models.common`.
 """
 
-from ..utils.registry import Registry
-
-CIFAR_MODELS = Registry("CIFAR model")
-IMAGENET_MODELS = Registry("ImageNet model")
-#: family name -> registry of that family's models
-MODEL_FAMILIES = Registry("model family")
-MODEL_FAMILIES.register("cifar", CIFAR_MODELS)
-MODEL_FAMILIES.register("imagenet", IMAGENET_MODELS)
-#: mdistiller's names for the registries
-cifar_model_dict = CIFAR_MODELS
-imagenet_model_dict = IMAGENET_MODELS
-
-#: where mdistiller's published CIFAR-100 teachers (cifar_teachers.tar) are unpacked
-CIFAR_TEACHER_DIR = "download_ckpts/cifar_teachers"
-
-
-def cifar_teacher_ckpt(name):
-    """The published teacher checkpoint path of CIFAR model ``name``."""
-    return f"{CIFAR_TEACHER_DIR}/{name}_vanilla/ckpt_epoch_240.pth"
-
-
-def register_model(name, family="cifar", teacher_ckpt=None):
-    """Decorator registering a model constructor under ``name`` in ``family``'s registry.
-
-    CIFAR entries are stored as mdistiller's ``(constructor, teacher_ckpt)`` pairs; ImageNet
-    teachers use pretrained weights instead, so ``teacher_ckpt`` is for CIFAR models only.
-    """
-    registry = MODEL_FAMILIES[family]
-    if teacher_ckpt is not None and registry is not CIFAR_MODELS:
-        raise ValueError(f"teacher_ckpt is for CIFAR models only, not for {registry.kind} '{name}'")
-
-    def deco(ctor):
-        registry.register(name, (ctor, teacher_ckpt) if registry is CIFAR_MODELS else ctor)
-        return ctor
-
-    return deco
-
-
-def model_constructor(name, family="cifar"):
-    """The constructor of model ``name`` of ``family`` (UnknownNameError if unknown)."""
-    entry = MODEL_FAMILIES[family][name]
-    return entry[0] if isinstance(entry, tuple) else entry
-
-
-def build_model(name, family="cifar", num_classes=None, image_size=None, **kwargs):
-    """Build model ``name`` of ``family`` ("cifar" or "imagenet"), or of a source prefix
-    (``timm:<name>``, ``torchvision:<name>``, see :mod:`mdistiller.models.external`; built
-    for ``image_size`` inputs, default 32 for "cifar", 224 for "imagenet").
-
-    ``num_classes=None`` keeps the constructor's default; ``kwargs`` go to the constructor
-    (e.g. ``pretrained=True`` for ImageNet models). Unknown names raise UnknownNameError
-    listing the known ones.
-    """
-    if split_source(name)[0] is not None:
-        size = image_size or (32 if family == "cifar" else 224)
-        return build_external(name, num_classes, size, **kwargs)
-    ctor = model_constructor(name, family)
-    return ctor(**kwargs) if num_classes is None else ctor(num_classes=num_classes, **kwargs)
-
-
-def check_model_name(name, family="cifar"):
-    """UnknownNameError (listing the known names) unless ``name`` is a zoo model of ``family``
-    or has a registered source prefix; the library's own names are checked when built."""
-    source = split_source(name)[0]
-    if source is None:
-        MODEL_FAMILIES[family][name]
-    else:
-        MODEL_SOURCES[source]
-
-
-# Importing the families registers their models.
-from . import cifar, imagenet  # noqa: E402,F401
-from .external import MODEL_SOURCES, build_external, split_source  # noqa: E402,F401
+from . import cifar, imagenet  # noqa: F401  (importing the families registers their models)
+from .external import MODEL_SOURCES, build_external, split_source  # noqa: F401
+from .registry import (  # noqa: F401
+    CIFAR_MODELS, CIFAR_TEACHER_DIR, IMAGENET_MODELS, MODEL_FAMILIES, build_model, check_model_name,
+    cifar_model_dict, cifar_teacher_ckpt, imagenet_model_dict, model_constructor, register_model)

@@ -15,6 +15,7 @@ import tempfile
 import torch
 
 from ..utils.errors import CheckpointError
+from .folder import is_disk_full
 
 CKPT_FIX = ("get a teacher with 'python3 tools/download_ckpts.py' (mdistiller's cifar_teachers.tar) "
             "or train one with DISTILLER.TYPE NONE, then pass it as DISTILLER.TEACHER_CKPT")
@@ -41,8 +42,6 @@ def save_checkpoint(obj, path):
             os.unlink(tmp)
         except OSError:
             pass
-        from .runfolder import is_disk_full
-
         e = getattr(out, "error", None) or e  # torch.save reports a failed write as "unexpected pos"
         if is_disk_full(e):
             reason, hint = "no space left on device", "free space on that disk (or set LOG.PREFIX to a disk with room)"

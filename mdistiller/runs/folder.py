@@ -25,6 +25,7 @@ import socket
 import tempfile
 
 from ..utils.errors import CheckpointError, ConfigError, MdistillerError  # noqa: F401
+from .loggers import read_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -285,8 +286,6 @@ def recover(run_dir, load):
     roll_forward(run_dir, epoch)
     if latest is not None and "history" in latest:
         history = [r for r in latest["history"] if r["epoch"] <= epoch]
-        from .loggers import read_metrics
-
         if read_metrics(run_dir) != history:
             write_metrics(run_dir, history)
     inter = os.path.join(run_dir, "interrupted")

@@ -10,7 +10,7 @@ import sys
 import uuid
 
 from ..utils.errors import ConfigError
-from .cfg import cfg_to_dict
+from ..config.load import LEVELS, cfg_to_dict  # noqa: F401 (LEVELS: still importable here)
 
 
 class RunLogger:
@@ -69,7 +69,7 @@ class RunLogger:
 
     def epoch(self, epoch, lr, record, step):
         """End-of-epoch record: worklog.txt block, TB/wandb scalars (metrics.jsonl is written
-        by the epoch commit, see mdistiller.engine.runfolder)."""
+        by the epoch commit, see mdistiller.runs.folder)."""
         keys = ["train_acc", "train_loss", "test_acc", "test_acc_top5", "test_loss"]
         lines = ["-" * 25, f"epoch: {epoch}", f"lr: {lr:.2f}"] + [f"{k}: {record[k]:.2f}" for k in keys] + ["-" * 25]
         with open(os.path.join(self.run_dir, "worklog.txt"), "a") as f:
@@ -131,7 +131,6 @@ class _StdoutHandler(logging.StreamHandler):
         super().emit(record)
 
 
-LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 @contextlib.contextmanager

@@ -27,7 +27,7 @@ def cpu_info(path="/proc/cpuinfo"):
     ``isa`` is the best of AMX / AVX-512 / AVX2 in the CPU's flags, ``bf16`` whether it
     has bf16 instructions (AMX-BF16 or AVX512-BF16), ``torch_capability`` the kernels
     torch picked (``torch.backends.cpu.get_cpu_capability()``)."""
-    import torch
+    import torch  # deferred: torch loads OpenMP, which must start after set_openmp_wait_policy
 
     fields = read_cpuinfo(path)
     flags = set(fields.get("flags", "").split())

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from ..utils.errors import ConfigError
+from .errors import ConfigError
 
 
 @dataclass

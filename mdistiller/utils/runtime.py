@@ -8,6 +8,9 @@ import subprocess
 import sys
 
 import torch
+import torchvision
+
+import mdistiller
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -80,10 +83,6 @@ def git_commit():
 
 
 def provenance(cfg, argv, world_size):
-    import torchvision
-
-    import mdistiller
-
     return {
         "git_commit": git_commit(),
         "argv": list(argv),

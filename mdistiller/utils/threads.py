@@ -96,7 +96,7 @@ def choose_threads(usable, idle, processes=1):
 
 def on_cpu(device):
     """Whether ``device`` (a torch.device or a SOLVER.DEVICE name) is the CPU."""
-    import torch
+    import torch  # deferred: torch loads OpenMP, which must start after set_openmp_wait_policy
 
     name = str(device)
     return name == "cpu" or (name == "auto" and not torch.cuda.is_available())
@@ -108,7 +108,7 @@ def cpu_threads(device, local_processes=None, environ=os.environ, measure=idle_c
     (a torch.device or a SOLVER.DEVICE name; ``local_processes`` defaults to torchrun's
     ``LOCAL_WORLD_SIZE``). Nothing changes on CUDA, with ``OMP_NUM_THREADS`` set, or with
     the defaults switched off. Restores torch's previous count afterwards."""
-    import torch
+    import torch  # deferred: torch loads OpenMP, which must start after set_openmp_wait_policy
 
     if not on_cpu(device) or not enabled(environ) or environ.get("OMP_NUM_THREADS"):
         yield torch.get_num_threads()

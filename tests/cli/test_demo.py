@@ -6,7 +6,7 @@ import re
 import warnings
 
 from mdistiller.cli.demo import main as demo_main
-from mdistiller.engine.cfg import load_cfg
+from mdistiller.config.load import load_cfg
 from tests.engine.helpers import TINY
 
 

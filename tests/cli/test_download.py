@@ -17,7 +17,7 @@ import torch
 from mdistiller.cli import download
 from mdistiller.cli.download import main
 from mdistiller.models import build_model
-from mdistiller.engine.checkpoint import extract_model_state, load_checkpoint
+from mdistiller.runs.checkpoint import extract_model_state, load_checkpoint
 
 RESNET56 = "cifar_teachers/resnet56_vanilla/ckpt_epoch_240.pth"
 VGG13 = "cifar_teachers/resnet8_vanilla/ckpt_epoch_240.pth"  # a small stand-in for a second teacher

@@ -12,7 +12,7 @@ import torch
 
 from mdistiller.cli.eval import main as eval_main
 from mdistiller.cli.train import main as train_main
-from mdistiller.engine.checkpoint import load_checkpoint
+from mdistiller.runs.checkpoint import load_checkpoint
 
 from tests.conftest import REPO_ROOT
 from tests.engine.helpers import make_teacher, metrics, run_dir, tiny_argv
@@ -147,7 +147,7 @@ def test_resume_with_a_different_config_names_the_keys(tmp_path, teacher, capsys
 
 
 def test_disk_full_during_training_keeps_the_previous_checkpoint(tmp_path, teacher, capsys, monkeypatch):
-    from mdistiller.engine import checkpoint as ckpt_mod
+    from mdistiller.runs import checkpoint as ckpt_mod
 
     argv = tiny_argv(tmp_path, "full", "DISTILLER.TYPE", "KD", "SOLVER.EPOCHS", "2", teacher=teacher)
     real_save = ckpt_mod.torch.save

@@ -13,7 +13,7 @@ import warnings
 import pytest
 
 from mdistiller.cli import summarize
-from mdistiller.engine.cfg import ConfigWarning, load_cfg
+from mdistiller.config.load import ConfigWarning, load_cfg
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -17,9 +17,9 @@ import warnings
 import pytest
 
 from mdistiller.cli import summarize, sweep
-from mdistiller.engine.cfg import ConfigWarning, load_cfg
-from mdistiller.engine.runfolder import run_dir_of
-from mdistiller.engine.utils import REPO_ROOT
+from mdistiller.config.load import ConfigWarning, load_cfg
+from mdistiller.runs.folder import run_dir_of
+from mdistiller.utils.runtime import REPO_ROOT
 from mdistiller.utils.errors import ConfigError
 
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")

@@ -10,7 +10,7 @@ import warnings
 import pytest
 import yaml
 
-from mdistiller.engine.cfg import ConfigWarning, diff_cfg, load_cfg, read_yaml_with_bases
+from mdistiller.config.load import ConfigWarning, diff_cfg, load_cfg, read_yaml_with_bases
 from mdistiller.utils.errors import ConfigError
 from tests.conftest import DATA_DIR, REPO_ROOT
 from tests.configs.helpers import assert_trains_a_step

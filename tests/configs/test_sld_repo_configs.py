@@ -22,7 +22,7 @@ import warnings
 import pytest
 
 from mdistiller.distillers import DISTILLERS
-from mdistiller.engine.cfg import get_key, load_cfg
+from mdistiller.config.load import get_key, load_cfg
 from tests.configs.helpers import assert_trains_a_step
 from tests.conftest import REPO_ROOT, load_reference
 

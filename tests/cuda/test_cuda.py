@@ -119,9 +119,9 @@ def test_resume_is_exact_on_cuda(tmp_path, teacher_ckpt, on_cuda):
 def _nccl_job(rank, ports, tmp, teacher):
     from mdistiller.cli.train import main
     from mdistiller.dataset.synthetic import make_images
-    from mdistiller.engine.cfg import load_cfg
-    from mdistiller.engine.checkpoint import load_checkpoint
-    from mdistiller.engine.dist import DistContext, init_distributed, shutdown_distributed
+    from mdistiller.config.load import load_cfg
+    from mdistiller.runs.checkpoint import load_checkpoint
+    from mdistiller.utils.dist import DistContext, init_distributed, shutdown_distributed
     from tests.distributed.launch import use_port
     from tests.distributed.test_distributed import _kd_distiller, _max_diff, _student, _trainer
 

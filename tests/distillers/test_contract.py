@@ -12,7 +12,7 @@ import torch
 
 from mdistiller import distillers
 from mdistiller.distillers import DISTILLERS, Distiller, Need, register_distiller, registered_methods
-from mdistiller.engine.cfg import CFG, load_cfg
+from mdistiller.config.load import CFG, load_cfg
 from mdistiller.utils.errors import ConfigError, DuplicateNameError
 from tests.conftest import REPO_ROOT
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from mdistiller.distillers import DISTILLERS, Combined, Need, TrainingSet, build_distiller, views_for_cfg
-from mdistiller.engine.cfg import load_cfg
+from mdistiller.config.load import load_cfg
 from mdistiller.models import cifar_model_dict
 from mdistiller.utils.errors import ConfigError, UnknownNameError
 

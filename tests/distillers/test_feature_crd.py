@@ -6,7 +6,7 @@ import torch
 
 from mdistiller.distillers import DISTILLERS
 from mdistiller.distillers.feature import ContrastSampler
-from mdistiller.engine.cfg import load_cfg
+from mdistiller.config.load import load_cfg
 from mdistiller.models import cifar_model_dict
 from mdistiller.utils.errors import ConfigError
 

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from mdistiller.distillers import DISTILLERS
 from mdistiller.distillers.feature import losses
-from mdistiller.engine.cfg import get_default_cfg, load_cfg
+from mdistiller.config.load import get_default_cfg, load_cfg
 from mdistiller.models import cifar_model_dict
 from mdistiller.utils.errors import ConfigError
 

@@ -10,7 +10,7 @@ import torch.nn as nn
 from tests.conftest import deterministic_fill, load_reference, probe_input
 
 from mdistiller.distillers import DISTILLERS
-from mdistiller.engine.cfg import get_default_cfg, overrides_to_dict, merge_dict
+from mdistiller.config.load import get_default_cfg, overrides_to_dict, merge_dict
 from mdistiller.models import cifar_model_dict
 
 REF = load_reference("feature_losses")

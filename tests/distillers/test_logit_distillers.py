@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from tests.conftest import load_reference
 
 from mdistiller.distillers import DISTILLERS, distiller_dict
-from mdistiller.engine.cfg import ConfigWarning, load_cfg
+from mdistiller.config.load import ConfigWarning, load_cfg
 from mdistiller.utils.errors import DataError
 
 F64 = torch.float64

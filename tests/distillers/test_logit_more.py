@@ -10,7 +10,7 @@ from tests.conftest import load_reference
 from tests.distillers.test_logit_distillers import SLD_TEMPS, StandIn, make, pack, run, swap_by_permutation
 
 from mdistiller.distillers import distiller_dict
-from mdistiller.engine.cfg import CFG, ConfigWarning, load_cfg
+from mdistiller.config.load import CFG, ConfigWarning, load_cfg
 from mdistiller.utils.errors import ConfigError
 
 F64 = torch.float64

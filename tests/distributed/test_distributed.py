@@ -20,7 +20,7 @@ import torch.nn as nn
 from mdistiller.dataset.loader import build_loaders
 from mdistiller.engine import hooks as hooks_mod
 from mdistiller.engine import trainer as trainer_mod
-from mdistiller.engine.checkpoint import load_checkpoint, load_model_weights
+from mdistiller.runs.checkpoint import load_checkpoint, load_model_weights
 
 from ..engine.helpers import make_teacher, metrics, run_dir, tiny_argv, train_main
 from .launch import run_ranks, use_port
@@ -170,8 +170,8 @@ def test_validation_during_a_distributed_run_is_that_of_the_checkpoint(job_a):
     """The epoch's test accuracy (two ranks, each on its share) is that of the saved student
     on one process: every rank validates with rank 0's BN statistics."""
     from mdistiller.dataset import build_batch_transform, get_dataset
-    from mdistiller.engine.cfg import load_cfg
-    from mdistiller.engine.dist import DistContext
+    from mdistiller.config.load import load_cfg
+    from mdistiller.utils.dist import DistContext
     from mdistiller.models import build_model
 
     cfg = load_cfg(None, _argv(job_a, "dist", 3, "unused"))
@@ -262,8 +262,8 @@ def _exact_job(rank, ports, tmp, teacher):
     from mdistiller.dataset.augment import build_batch_transform
     from mdistiller.dataset.base import DatasetSpec, TensorImageDataset
     from mdistiller.dataset.synthetic import make_images
-    from mdistiller.engine.cfg import load_cfg
-    from mdistiller.engine.dist import DistContext, init_distributed, shutdown_distributed
+    from mdistiller.config.load import load_cfg
+    from mdistiller.utils.dist import DistContext, init_distributed, shutdown_distributed
     from mdistiller.models import build_model
 
     result = {}

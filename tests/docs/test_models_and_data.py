@@ -8,7 +8,7 @@ import shlex
 
 from mdistiller.cli import eval as eval_cli
 from mdistiller.cli import make_image_folder, train
-from mdistiller.engine.cfg import load_cfg
+from mdistiller.config.load import load_cfg
 from tests.conftest import REPO_ROOT
 
 with open(os.path.join(REPO_ROOT, "docs", "models_and_data.md"), encoding="utf-8") as f:

@@ -11,7 +11,7 @@ import torch
 from mdistiller import distillers
 from mdistiller.cli.train import main as train_main
 from mdistiller.distillers import DISTILLERS
-from mdistiller.engine.cfg import CFG
+from mdistiller.config.load import CFG
 from tests.conftest import REPO_ROOT
 from tests.engine.helpers import make_teacher, metrics, tiny_argv
 

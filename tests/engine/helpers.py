@@ -4,7 +4,7 @@ import os
 
 import torch
 
-from mdistiller.engine.loggers import read_metrics
+from mdistiller.runs.loggers import read_metrics
 
 TINY = [
     "DATASET.TYPE", "synthetic", "DATASET.SYNTHETIC_SIZE", "48", "DATASET.SYNTHETIC_CLASSES", "10",

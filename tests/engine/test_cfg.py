@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from yacs.config import CfgNode as CN
 
-from mdistiller.engine.cfg import CFG, ConfigWarning, load_cfg, merge_dict
+from mdistiller.config.load import CFG, ConfigWarning, load_cfg, merge_dict
 from mdistiller.utils.errors import ConfigError
 
 
@@ -28,7 +28,7 @@ ALL_KEYS = dict(_leaves(CFG))
 def test_every_default_has_a_comment():
     import inspect
 
-    from mdistiller.engine import defaults
+    from mdistiller.config import defaults
 
     for line in inspect.getsource(defaults).splitlines():
         if line.startswith("CFG.") and "= CN()" not in line:
@@ -47,7 +47,7 @@ def test_required_nodes_and_defaults():
 
 def test_mdistiller_public_names():
     from mdistiller.distillers import distiller_dict
-    from mdistiller.engine.cfg import CFG as cfg2
+    from mdistiller.config.load import CFG as cfg2
     from mdistiller.models import cifar_model_dict, imagenet_model_dict
 
     assert cfg2 is CFG and "SLD" in distiller_dict and "resnet8x4" in cifar_model_dict
@@ -210,7 +210,7 @@ def test_random_yaml_overrides(pairs):
     cfg.defrost()
     try:
         merge_dict(cfg, yaml.safe_load(yaml.safe_dump(nested)))
-        from mdistiller.engine.cfg import validate_cfg
+        from mdistiller.config.load import validate_cfg
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

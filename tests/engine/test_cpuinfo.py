@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from mdistiller.engine.cpuinfo import cpu_info, describe_cpu
+from mdistiller.utils.cpuinfo import cpu_info, describe_cpu
 
 BASE = "processor\t: 0\nvendor_id\t: {vendor}\nmodel name\t: {model}\nflags\t\t: fpu sse2 {flags}\n\nprocessor\t: 1\n"
 

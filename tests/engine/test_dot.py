@@ -6,9 +6,9 @@ import os
 import pytest
 import torch
 
-from mdistiller.engine.cfg import load_cfg
-from mdistiller.engine.checkpoint import load_checkpoint
-from mdistiller.engine.dot import DOT, check_config
+from mdistiller.config.load import load_cfg
+from mdistiller.runs.checkpoint import load_checkpoint
+from mdistiller.solver.dot import DOT, check_config
 from mdistiller.utils.errors import ConfigError
 
 from tests.engine.helpers import make_teacher, metrics, run_dir, tiny_argv, train_main, train_straight_and_resumed

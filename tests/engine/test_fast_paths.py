@@ -23,8 +23,8 @@ from torch.utils.data import default_collate
 from mdistiller.dataset import get_dataset
 from mdistiller.dataset.augment import build_batch_transform
 from mdistiller.engine.build import build_distiller, num_views, place_distiller
-from mdistiller.engine.cfg import load_cfg
-from mdistiller.engine.dist import DistContext
+from mdistiller.config.load import load_cfg
+from mdistiller.utils.dist import DistContext
 from mdistiller.engine.trainer import Trainer
 from mdistiller.models import build_model
 from mdistiller.utils.errors import ConfigError

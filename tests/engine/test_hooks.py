@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from mdistiller.engine.build import build_run
-from mdistiller.engine.cfg import load_cfg
-from mdistiller.engine.dist import DistContext
+from mdistiller.config.load import load_cfg
+from mdistiller.utils.dist import DistContext
 from mdistiller.engine.hooks import EpochState, HookBase, NanWatch, SignalStop, check_finite, default_hooks
 from mdistiller.engine.trainer import Trainer
 from mdistiller.utils.errors import NonFiniteLossError

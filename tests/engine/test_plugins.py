@@ -11,7 +11,7 @@ import yaml
 
 from mdistiller.cli.eval import main as eval_main
 from mdistiller.distillers import DISTILLERS
-from mdistiller.engine.cfg import CFG, load_cfg
+from mdistiller.config.load import CFG, load_cfg
 from mdistiller.utils.errors import ConfigError
 from tests.conftest import REPO_ROOT
 from tests.engine.helpers import make_teacher, metrics, run_dir, tiny_argv, train_main

@@ -3,7 +3,7 @@
 import torch
 
 from mdistiller.dataset.loader import prefetch_to_device
-from mdistiller.engine.checkpoint import load_checkpoint
+from mdistiller.runs.checkpoint import load_checkpoint
 
 from .helpers import metrics, run_dir, tiny_argv
 from .test_trainer import teacher_ckpt, train_main  # noqa: F401

@@ -1,4 +1,4 @@
-"""The CPU thread defaults for shared machines (mdistiller.engine.threads)."""
+"""The CPU thread defaults for shared machines (mdistiller.utils.threads)."""
 
 import os
 import subprocess
@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from mdistiller.engine import threads
+from mdistiller.utils import threads
 from tests.conftest import REPO_ROOT, torch_threads
 
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from mdistiller.distillers import DISTILLERS
-from mdistiller.engine import checkpoint as ckpt_mod
-from mdistiller.engine.checkpoint import load_checkpoint
+from mdistiller.runs import checkpoint as ckpt_mod
+from mdistiller.runs.checkpoint import load_checkpoint
 from mdistiller.utils.errors import CheckpointError
 
 from tests.engine.helpers import make_teacher, metrics, run_dir, tiny_argv, train_main, train_straight_and_resumed
@@ -50,7 +50,7 @@ def test_every_logit_distiller_trains(tmp_path, teacher_ckpt, method, views):
 
 
 def test_views_follow_the_distiller(teacher_ckpt):
-    from mdistiller.engine.cfg import load_cfg
+    from mdistiller.config.load import load_cfg
 
     assert DISTILLERS["SLD"].views_for(load_cfg(None, [])) == 2
     assert DISTILLERS["SLD"].views_for(load_cfg(None, ["SLD.VIEWS", "1"])) == 1

@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 
-from mdistiller.engine.checkpoint import load_checkpoint
+from mdistiller.runs.checkpoint import load_checkpoint
 from tests.engine.helpers import make_teacher, metrics, run_dir, tiny_argv, train_main
 
 FEATURE = ["FITNET", "AT", "OFD", "RKD", "KDSVD", "CRD", "NST", "PKT", "SP", "VID", "REVIEWKD"]
@@ -29,7 +29,7 @@ def own_state(state, prefix_out=("student.", "teacher.")):
 def test_feature_method_trains_through_the_trainer(tmp_path, teacher, method):
     from mdistiller.distillers import DISTILLERS
     from mdistiller.engine.build import build_distiller
-    from mdistiller.engine.cfg import load_cfg
+    from mdistiller.config.load import load_cfg
     from mdistiller.models import build_model
 
     argv = tiny_argv(tmp_path, method, "DISTILLER.TYPE", method, *PAIR, teacher=teacher)

@@ -6,9 +6,9 @@ import os
 import pytest
 import torch
 
-from mdistiller.engine.cfg import get_key, load_cfg
-from mdistiller.engine.checkpoint import load_checkpoint
-from mdistiller.engine.loggers import read_metrics
+from mdistiller.config.load import get_key, load_cfg
+from mdistiller.runs.checkpoint import load_checkpoint
+from mdistiller.runs.loggers import read_metrics
 
 from tests.engine.helpers import make_teacher, run_dir, train_straight_and_resumed
 

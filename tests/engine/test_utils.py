@@ -1,4 +1,4 @@
-"""``mdistiller.engine.utils``: the host-memory setting the trainer applies on the CPU."""
+"""``mdistiller.utils.runtime``: the host-memory setting the trainer applies on the CPU."""
 
 import os
 import subprocess
@@ -11,7 +11,7 @@ from tests.conftest import REPO_ROOT
 # Page faults of writing a 64 MiB buffer twice, before and after retain_host_memory().
 PROBE = """
 import resource
-from mdistiller.engine.utils import host_memory_retained, retain_host_memory
+from mdistiller.utils.runtime import host_memory_retained, retain_host_memory
 
 def faults_of_second_touch():
     buf = bytearray(b"1") * (64 << 20); del buf  # written, so its pages are faulted in
@@ -46,8 +46,8 @@ def test_trainer_retains_host_memory_on_cpu_only_when_configured():
     import torch
 
     from mdistiller.engine import trainer as trainer_mod
-    from mdistiller.engine.cfg import load_cfg
-    from mdistiller.engine.dist import DistContext
+    from mdistiller.config.load import load_cfg
+    from mdistiller.utils.dist import DistContext
 
     model = torch.nn.Linear(2, 2)
     model.get_learnable_parameters = lambda: list(model.parameters())

@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from mdistiller.engine.checkpoint import load_model_weights
+from mdistiller.runs.checkpoint import load_model_weights
 from mdistiller.models import build_model, check_model_name
 from mdistiller.models.external import resize_inputs
 from mdistiller.utils.errors import CheckpointError, ConfigError, UnknownNameError

@@ -24,8 +24,8 @@ import pytest
 
 from mdistiller.cli import download, eval as eval_cli, summarize, sweep
 from mdistiller.cli.train import main as train_main
-from mdistiller.engine import runfolder
-from mdistiller.engine.checkpoint import load_checkpoint
+from mdistiller.runs import folder
+from mdistiller.runs.checkpoint import load_checkpoint
 
 from tests.engine.helpers import make_teacher, metrics, run_dir, tiny_argv
 from tests.reliability.faults import Faults, SimulatedKill, fixed_accuracy, same_weights, snapshot, student_weights

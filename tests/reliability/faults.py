@@ -13,8 +13,8 @@ import os
 
 import torch
 
-from mdistiller.engine import runfolder
-from mdistiller.engine.checkpoint import load_checkpoint
+from mdistiller.runs import folder
+from mdistiller.runs.checkpoint import load_checkpoint
 
 
 class SimulatedKill(BaseException):

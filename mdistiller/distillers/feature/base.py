@@ -8,7 +8,7 @@ from yacs.config import CfgNode as CN
 
 from ...utils.checks import check_non_negative, get_key
 from ...utils.errors import ConfigError, DataError
-from .._base import Distiller, as_float, tree_map  # noqa: F401  (tree_map: moved, still importable here)
+from ..base import Distiller, as_float, tree_map  # noqa: F401  (tree_map: moved, still importable here)
 
 
 def _usable(t):

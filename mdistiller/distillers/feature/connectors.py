@@ -16,10 +16,10 @@ from yacs.config import CfgNode as CN
 
 from ...utils.checks import check_at_least, check_positive, is_number
 from ...utils.errors import ConfigError
-from .. import register_distiller
-from .._base import Need
+from ..registry import register_distiller
+from ..base import Need
 from . import losses
-from ._common import ConvReg, FeatureDistiller, loss_node, model_label, probe_features, probe_size, require_methods
+from .base import ConvReg, FeatureDistiller, loss_node, model_label, probe_features, probe_size, require_methods
 
 
 def check_input_size(cfg, name):

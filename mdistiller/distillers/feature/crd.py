@@ -21,10 +21,10 @@ from yacs.config import CfgNode as CN
 
 from ...utils.checks import check_at_least, check_choice, check_non_negative, check_positive
 from ...utils.errors import ConfigError
-from .. import register_distiller
-from .._base import Need
+from ..registry import register_distiller
+from ..base import Need
 from . import losses
-from ._common import FeatureDistiller, loss_node, model_label, probe_features, probe_size
+from .base import FeatureDistiller, loss_node, model_label, probe_features, probe_size
 
 
 class Embed(nn.Module):

@@ -8,9 +8,9 @@ from yacs.config import CfgNode as CN
 
 from ...utils.checks import check_at_least, check_non_negative, check_positive
 from ...utils.errors import ConfigError
-from .. import register_distiller
+from ..registry import register_distiller
 from . import losses
-from ._common import FeatureDistiller, loss_node, model_label, probe_features, probe_size
+from .base import FeatureDistiller, loss_node, model_label, probe_features, probe_size
 
 
 @register_distiller("AT")

@@ -3,7 +3,7 @@
 import torch.nn as nn
 
 from ..common import FeatureNet, conv_bn, feature_dict, init_weights, pool_flat
-from . import register
+from .registry import register
 
 # (expansion, channels, blocks, first stride); expansion None = the model's expansion
 MBV2_SETTINGS = [(1, 16, 1, 1), (None, 24, 2, 1), (None, 32, 3, 2), (None, 64, 4, 2),

@@ -2,7 +2,7 @@
 stage) and the 4-stage ``ResNet18``/``ResNet50`` with a 3x3 stem (mdistiller's resnetv2)."""
 
 from ..resnet import ResNet
-from . import register
+from .registry import register
 
 # name: (depth, (stem width, stage widths...))
 CIFAR_RESNETS = {

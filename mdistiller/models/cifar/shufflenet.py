@@ -5,7 +5,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..common import StagedNet, channel_shuffle, conv_bn
-from . import register
+from .registry import register
 
 
 def _conv_bn(cin, cout, kernel=1, stride=1, groups=1):

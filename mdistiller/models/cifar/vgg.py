@@ -4,7 +4,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..common import FeatureNet, conv_bn, feature_dict, init_weights, pool_flat
-from . import register
+from .registry import register
 
 # conv widths of the five blocks
 VGG_CONFIGS = {

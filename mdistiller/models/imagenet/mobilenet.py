@@ -7,7 +7,7 @@ from torchvision.models import MobileNet_V2_Weights
 from torchvision.models import MobileNetV2 as TorchvisionMobileNetV2
 
 from ..common import FeatureNet, conv_bn, feature_dict, pool_flat
-from . import register
+from .registry import register
 
 # (output channels, stride) of the stem and the 13 depthwise-separable units
 MBV1_UNITS = [(32, 2), (64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),

@@ -6,7 +6,7 @@ from functools import partial
 from torchvision.models import ResNet18_Weights, ResNet34_Weights, ResNet50_Weights, ResNet101_Weights
 
 from ..resnet import ResNet
-from . import register
+from .registry import register
 
 # name: (blocks per stage, bottleneck, torchvision weights)
 IMAGENET_RESNETS = {
