@@ -23,6 +23,7 @@ CFG.EXPERIMENT.SEED = 0  # seeds python, numpy and torch (each rank adds its ran
 CFG.EXPERIMENT.DETERMINISTIC = False  # deterministic kernels (slower; for exact resume checks)
 CFG.EXPERIMENT.PUBLISHED_TOP1 = -1.0  # published top-1 of this method and pair (-1 = unknown)
 CFG.EXPERIMENT.PLUGINS = []  # method files (relative to the config file) or modules imported before the config is read
+CFG.EXPERIMENT.HOOKS = []  # names of trainer hooks registered (@register_hook) by the PLUGINS, run after the built-in ones
 CFG.EXPERIMENT.LOGIT_STAND = False  # the logit-standardization repository's key; read as DISTILLER.LOGIT_STAND
 
 # ---------------------------------------------------------------------------------------

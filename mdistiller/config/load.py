@@ -38,7 +38,7 @@ BASE_KEY = "_BASE_"
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 # list keys whose default is empty: the element type they take
-ELEMENT_TYPES = {"DISTILLER.EXTRA": ["str"], "EXPERIMENT.PLUGINS": ["str"]}
+ELEMENT_TYPES = {"DISTILLER.EXTRA": ["str"], "EXPERIMENT.PLUGINS": ["str"], "EXPERIMENT.HOOKS": ["str"]}
 
 
 # ---------------------------------------------------------------------------------------

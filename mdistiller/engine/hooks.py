@@ -1,37 +1,60 @@
-"""What the trainer does around its step: small hooks, each owning one concern.
+"""What the trainer does around its step: hooks, each owning one concern and its state.
 
-The :class:`~mdistiller.engine.trainer.Trainer` runs the step and keeps the run's state
-(optimizer, best accuracy, history); everything else is a hook (the detectron2
-``HookBase`` / mmengine pattern). A hook sees the trainer as ``self.trainer`` and may
-override any of these, called on every rank in the order the hooks are listed:
+The :class:`~mdistiller.engine.trainer.Trainer` runs the step and calls the hooks (the
+detectron2 ``HookBase`` / mmengine pattern, with mmengine's method names). A hook sees the
+trainer as ``self.trainer`` (``epoch``, 1-based, the epoch running or just finished; ``cfg``;
+``run_dir``; ``lr``; ``epoch_state``, the running epoch's :class:`EpochState`;
+``request_stop()``) and may override any of these, called on every rank in the order of the
+hooks' ``priority`` (lower first; equal priorities in the order they were added):
 
 ``before_train()``
     once, before the first epoch of this process.
-``before_epoch(ep)``
-    ``ep`` is the :class:`EpochState` (epoch, first step, device accumulators).
-``after_step(ep)``
-    after each optimisation step; ``ep.read`` is True every ``LOG.READ_FREQ`` steps and at
-    the epoch's last step (the only steps where a hook may read device values on the host).
-``after_steps(ep)``
-    after the epoch's last step, before the statistics are reduced and the model validated.
-``after_epoch(epoch, record)``
-    after validation and the trainer's best/history update; ``record`` is the epoch's row of
-    ``metrics.jsonl``.
+``before_train_epoch()``
+    before the epoch's first step (``trainer.epoch_state`` is set).
+``after_train_iter()``
+    after each optimisation step; ``trainer.epoch_state.read`` is True every
+    ``LOG.READ_FREQ`` steps and at the epoch's last step: the only steps where a hook may
+    read device values on the host (anything else would synchronise every step).
+``after_train_epoch()``
+    after the epoch's last step and the reduction of its statistics; the validation runs
+    here (:class:`Evaluation`), then the best epoch is updated (:class:`BestEpoch`).
+``after_val_epoch(metrics)``
+    ``metrics`` is the epoch's record (the row of ``metrics.jsonl``: ``epoch``, ``lr``,
+    ``train_acc``, ``test_acc``, ``best_acc``...). The epoch is committed (:class:`Checkpointer`,
+    priority :data:`COMMIT`) only after every other hook ran this.
 ``after_train()``
-    when the last epoch ended normally.
+    when the last epoch ended normally (not after a stop).
+``state_dict()`` / ``load_state_dict(state)``
+    what the hook keeps across ``--resume``: saved in every checkpoint under
+    ``hooks[<name>]`` and given back before ``before_train`` of a resumed run.
 ``close()``
     always, last (also after an error or a stop): release what ``before_train`` took.
 
-The standard hooks (:func:`default_hooks`): :class:`NanWatch` (a non-finite loss stops
-the run with one line), :class:`EpochCheckpoint` (the atomic epoch commit, rank 0),
-:class:`ProgressBar` (tqdm, rank 0), :class:`MetricsLog` (TensorBoard/wandb scalars,
-worklog.txt and the epoch line, rank 0) and :class:`SignalStop` (SIGINT/SIGTERM save an
-``interrupted`` checkpoint after the current step).
+A hook of a plugin (an ``EXPERIMENT.PLUGINS`` file) is registered by name and switched on
+by ``EXPERIMENT.HOOKS``; it is built with no arguments and runs after the built-in hooks::
+
+    from mdistiller.engine.hooks import HookBase, register_hook
+
+    @register_hook("STOP_AT_90")
+    class StopAt90(HookBase):
+        def after_val_epoch(self, metrics):
+            if metrics["test_acc"] >= 90:
+                self.trainer.request_stop()  # ends after this epoch is committed; exit 0
+
+The built-in hooks: :class:`LRSchedule` (the learning rate of each epoch),
+:class:`Evaluation` (validation), :class:`BestEpoch` (best accuracy and the history), which
+every trainer has (:func:`loop_hooks`), and :func:`default_hooks`: :class:`NanWatch` (a
+non-finite loss stops the run with one line), :class:`ProgressBar` (rank 0),
+:class:`Checkpointer` (the atomic epoch commit, rank 0), :class:`MetricsLog` (TensorBoard/wandb
+scalars, worklog.txt and the epoch line, rank 0) and :class:`SignalStop` (SIGINT/SIGTERM
+save an ``interrupted`` checkpoint after the current step).
 """
 
 import logging
 import os
 import signal
+import sys
+import time
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -39,7 +62,9 @@ import torch
 
 from ..runs.checkpoint import save_checkpoint
 from ..runs.folder import EpochCommit
-from ..utils.errors import NonFiniteLossError
+from ..solver.lr_schedule import lr_at
+from ..utils.errors import ConfigError, NonFiniteLossError
+from ..utils.registry import Registry
 from ..utils.runtime import rng_state
 
 try:
@@ -95,31 +120,86 @@ class EpochState:
         return dict(seen=self.seen, correct=self.correct, loss_sum=self.loss_sum, term_sums=self.term_sums)
 
 
+#: priorities (lower runs first): the built-ins' places around a plugin hook's default
+FIRST, PROGRESS, EVALUATION, BEST, NORMAL, COMMIT, LOG, LAST = 0, 20, 40, 45, 50, 90, 92, 95
+
+
 class HookBase:
-    """A trainer hook; see the module docstring for when each method runs."""
+    """A trainer hook; see the module docstring for when each method runs. ``priority``
+    orders the hooks (lower first); ``name`` keys its state in the checkpoint (default: the
+    class name; a registered hook's is its registered name)."""
 
     trainer = None
+    priority = NORMAL
+    name = None
 
     def before_train(self):
         pass
 
-    def before_epoch(self, ep):
+    def before_train_epoch(self):
         pass
 
-    def after_step(self, ep):
+    def after_train_iter(self):
         pass
 
-    def after_steps(self, ep):
+    def after_train_epoch(self):
         pass
 
-    def after_epoch(self, epoch, record):
+    def after_val_epoch(self, metrics):
         pass
 
     def after_train(self):
         pass
 
+    def state_dict(self):
+        """What this hook keeps across ``--resume`` (picklable; default: nothing)."""
+        return {}
+
+    def load_state_dict(self, state):
+        """Restore what :meth:`state_dict` returned."""
+
     def close(self):
         pass
+
+    @property
+    def state_key(self):
+        return self.name or type(self).__name__
+
+
+#: hooks of plugins, switched on by name with ``EXPERIMENT.HOOKS``
+HOOKS = Registry("hook")
+
+
+def register_hook(name=None, cls=None):
+    """Register the hook class ``cls`` (a :class:`HookBase` built with no arguments) under
+    ``name`` (default: its class name) for ``EXPERIMENT.HOOKS``; without ``cls``, return a
+    class decorator."""
+
+    def deco(c):
+        if not (isinstance(c, type) and issubclass(c, HookBase)):
+            raise TypeError(f"register_hook takes a HookBase subclass, not {c!r}")
+        c.name = name or c.__name__
+        HOOKS.register(c.name, c)
+        return c
+
+    return deco if cls is None else deco(cls)
+
+
+def check_hook_names(names):
+    """ConfigError (one line, with the known names) unless every name is a registered hook."""
+    for n in names:
+        if n not in HOOKS:
+            known = ", ".join(sorted(HOOKS, key=str.lower)) or "none (register one with @register_hook in an " \
+                                                                 "EXPERIMENT.PLUGINS file)"
+            raise ConfigError(f"EXPERIMENT.HOOKS: unknown hook '{n}'; known hooks: {known}")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"EXPERIMENT.HOOKS names a hook twice ({list(names)}); list each once")
+
+
+def plugin_hooks(cfg):
+    """The hooks ``EXPERIMENT.HOOKS`` switches on, built with no arguments, in its order."""
+    check_hook_names(list(cfg.EXPERIMENT.HOOKS))
+    return [HOOKS[n]() for n in cfg.EXPERIMENT.HOOKS]
 
 
 def check_finite(trainer, ep):
@@ -139,30 +219,83 @@ def check_finite(trainer, ep):
     )
 
 
+class LRSchedule(HookBase):
+    """Sets each epoch's learning rate (:func:`~mdistiller.solver.lr_schedule.lr_at`) on
+    every parameter group before its first step."""
+
+    priority = FIRST
+
+    def before_train_epoch(self):
+        t = self.trainer
+        for g in t.optimizer.param_groups:
+            g["lr"] = lr_at(t.cfg, t.epoch)
+
+
+class Evaluation(HookBase):
+    """Validates the student after each epoch (``trainer.evaluate()``, summed over ranks)
+    and puts ``test_acc``, ``test_acc_top5`` and ``test_loss`` in the epoch's metrics."""
+
+    priority = EVALUATION
+
+    def after_train_epoch(self):
+        t = self.trainer
+        val = t.evaluate()
+        t.metrics.update({"test_acc": val["top1"], "test_acc_top5": val["top5"], "test_loss": val["loss"]})
+
+
+class BestEpoch(HookBase):
+    """The run's record of finished epochs, on every rank: the best test top-1 (ties go to
+    the later epoch), its epoch, and the history of metrics kept in every checkpoint."""
+
+    priority = BEST
+
+    def __init__(self):
+        self.best_acc, self.best_epoch, self.history = -1.0, 0, []
+
+    def after_train_epoch(self):
+        t, m = self.trainer, self.trainer.metrics
+        if m["test_acc"] >= self.best_acc:
+            self.best_acc, self.best_epoch = m["test_acc"], t.epoch
+        m["best_acc"] = self.best_acc
+        self.history = [r for r in self.history if r["epoch"] < t.epoch] + [m]
+
+    def state_dict(self):
+        return {"best_acc": self.best_acc, "best_epoch": self.best_epoch, "history": list(self.history)}
+
+    def load_state_dict(self, state):
+        self.best_acc = state.get("best_acc", -1.0)
+        self.best_epoch, self.history = state.get("best_epoch", 0), list(state.get("history", []))
+
+
 class NanWatch(HookBase):
     """A non-finite loss skipped its update on the device; at the next read the run stops
     with one line naming the step and the loss terms."""
 
-    def after_step(self, ep):
+    priority = FIRST
+
+    def after_train_iter(self):
+        ep = self.trainer.epoch_state
         if ep.read:
             check_finite(self.trainer, ep)
 
-    def after_steps(self, ep):
-        check_finite(self.trainer, ep)
+    def after_train_epoch(self):
+        check_finite(self.trainer, self.trainer.epoch_state)
 
 
-class EpochCheckpoint(HookBase):
-    """Commit the epoch (rank 0): ``latest`` with the metrics history, and mdistiller's
-    side files student_latest, epoch_N/student_N every SAVE_CHECKPOINT_FREQ epochs,
-    best/student_best on a new best, all or none
-    (:class:`~mdistiller.runs.folder.EpochCommit`)."""
+class Checkpointer(HookBase):
+    """Commit the epoch (rank 0), after every other hook ran ``after_val_epoch``: ``latest``
+    with the metrics history and every hook's state, and mdistiller's side files
+    student_latest, epoch_N/student_N every SAVE_CHECKPOINT_FREQ epochs, best/student_best on
+    a new best, all or none (:class:`~mdistiller.runs.folder.EpochCommit`)."""
 
-    def after_epoch(self, epoch, record):
-        t = self.trainer
+    priority = COMMIT
+
+    def after_val_epoch(self, metrics):
+        t, epoch = self.trainer, self.trainer.epoch
         if not t.ctx.is_main or t.run_dir is None:
             return
         state = t.state(epoch)
-        student = {"model": t.distiller.student.state_dict(), "epoch": epoch, "acc": record["test_acc"]}
+        student = {"model": t.distiller.student.state_dict(), "epoch": epoch, "acc": metrics["test_acc"]}
         side = {"student_latest": student}
         if epoch % t.cfg.LOG.SAVE_CHECKPOINT_FREQ == 0:
             side.update({f"epoch_{epoch}": state, f"student_{epoch}": student})
@@ -171,32 +304,64 @@ class EpochCheckpoint(HookBase):
         EpochCommit(t.run_dir, save_checkpoint)(epoch, state, side)
 
 
+#: a hook's old name (before the hooks took mmengine's method names)
+EpochCheckpoint = Checkpointer
+
+
 class ProgressBar(HookBase):
-    """A tqdm bar per epoch on rank 0 (``LOG.PROGRESS``), with the running statistics."""
+    """Progress of each epoch on rank 0 (``LOG.PROGRESS``): a tqdm bar with the running
+    statistics on a terminal; when its stream is not a terminal (a log file), one line every
+    :attr:`LINE_PERCENT` percent of the epoch instead of carriage-return updates."""
 
-    def __init__(self):
+    priority = PROGRESS
+    LINE_PERCENT = 10
+
+    def __init__(self, stream=None):
         self.bar = None
+        self.stream = stream  # None: tqdm's own (stderr)
+        self.lines = False
+        self.done = self.next_line = 0
 
-    def before_epoch(self, ep):
-        t = self.trainer
+    def before_train_epoch(self):
+        t, ep = self.trainer, self.trainer.epoch_state
         if not (t.cfg.LOG.PROGRESS and t.ctx.is_main and tqdm is not None):
             return
         total = len(t.train_loader.dataset)
-        self.bar = tqdm(total=total, initial=min(ep.start_step * t.cfg.SOLVER.BATCH_SIZE, total),
-                        desc=f"epoch {ep.epoch}/{t.cfg.SOLVER.EPOCHS}", unit="img", dynamic_ncols=True, leave=False)
+        stream = self.stream if self.stream is not None else sys.stderr
+        self.lines = not (hasattr(stream, "isatty") and stream.isatty())
+        self.total, self.done = total, min(ep.start_step * t.cfg.SOLVER.BATCH_SIZE, total)
+        if self.lines:
+            self.next_line = (100 * self.done // total // self.LINE_PERCENT + 1) * self.LINE_PERCENT
+            self.t0 = time.time()
+            return
+        self.bar = tqdm(total=total, initial=self.done, desc=f"epoch {ep.epoch}/{t.cfg.SOLVER.EPOCHS}", unit="img",
+                        dynamic_ncols=True, leave=False, file=self.stream)
 
-    def after_step(self, ep):
+    def after_train_iter(self):
+        t, ep = self.trainer, self.trainer.epoch_state
+        if self.lines:
+            self.done = min(self.done + ep.batch_size * t.ctx.world_size, self.total)
+            percent = 100 * self.done / self.total
+            if ep.read and percent >= self.next_line and ep.step < ep.steps:  # the epoch line ends the epoch
+                values = ep.values(t.lr)
+                stats = " ".join(f"{k.split('/')[-1]} {v:.3g}" for k, v in values.items() if k != "train/lr")
+                rate = self.done / max(time.time() - self.t0, 1e-9)
+                print(f"epoch {ep.epoch}/{t.cfg.SOLVER.EPOCHS} {percent:3.0f}% ({self.done}/{self.total} img, "
+                      f"{rate:.0f} img/s) {stats}", file=self.stream or sys.stderr, flush=True)
+                self.next_line = (int(percent) // self.LINE_PERCENT + 1) * self.LINE_PERCENT
+            return
         if self.bar is None:
             return
-        self.bar.update(ep.batch_size * self.trainer.ctx.world_size)
+        self.bar.update(ep.batch_size * t.ctx.world_size)
         if ep.read:
-            values = ep.values(self.trainer.lr)
+            values = ep.values(t.lr)
             self.bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in values.items() if k != "train/lr"})
 
-    def after_steps(self, ep):
+    def after_train_epoch(self):
         self.close()
 
     def close(self):
+        self.lines = False
         if self.bar is not None:
             self.bar.close()
             self.bar = None
@@ -206,20 +371,23 @@ class MetricsLog(HookBase):
     """Rank 0's records: step scalars at each read, the epoch's worklog.txt block and
     scalars, its one-line summary (``logging``), and the best accuracy at the end."""
 
+    priority = LOG
+
     def __init__(self, run_logger=None):
         self.run_logger = run_logger
 
-    def after_step(self, ep):
+    def after_train_iter(self):
+        ep = self.trainer.epoch_state
         if ep.read and self.run_logger is not None:
             self.run_logger.scalars(ep.values(self.trainer.lr), self.trainer.global_step)
 
-    def after_epoch(self, epoch, record):
-        t = self.trainer
+    def after_val_epoch(self, metrics):
+        t, epoch = self.trainer, self.trainer.epoch
         if self.run_logger is not None:
-            self.run_logger.epoch(epoch, record["lr"], record, t.global_step)
+            self.run_logger.epoch(epoch, metrics["lr"], metrics, t.global_step)
         if t.ctx.is_main and t.run_dir:
-            logger.info(f"epoch {epoch}: train_acc {record['train_acc']:.2f} train_loss {record['train_loss']:.4f} "
-                        f"test_acc {record['test_acc']:.2f} test_acc_top5 {record['test_acc_top5']:.2f} "
+            logger.info(f"epoch {epoch}: train_acc {metrics['train_acc']:.2f} train_loss {metrics['train_loss']:.4f} "
+                        f"test_acc {metrics['test_acc']:.2f} test_acc_top5 {metrics['test_acc_top5']:.2f} "
                         f"best {t.best_acc:.2f}")
 
     def after_train(self):
@@ -231,6 +399,8 @@ class SignalStop(HookBase):
     """SIGINT/SIGTERM ask the loop to stop after the current step (all ranks agree) and
     save every rank's position in one ``interrupted`` file (rank 0 writes); a second
     signal stops at once (:class:`HardStop`). The request is ``trainer._stop``."""
+
+    priority = LAST
 
     def __init__(self, run_logger=None):
         self.run_logger = run_logger
@@ -250,8 +420,8 @@ class SignalStop(HookBase):
         except ValueError:  # not the main thread: no handlers
             pass
 
-    def after_step(self, ep):
-        t = self.trainer
+    def after_train_iter(self):
+        t, ep = self.trainer, self.trainer.epoch_state
         if t.ctx.agree(t._stop):
             check_finite(t, ep)
             path = os.path.join(t.run_dir, "interrupted") if t.run_dir else None
@@ -269,6 +439,12 @@ class SignalStop(HookBase):
         self.old = {}
 
 
+def loop_hooks():
+    """The hooks every trainer has: the epoch's learning rate, the validation, the best
+    epoch and history (:attr:`Trainer.loop_hooks`)."""
+    return [LRSchedule(), Evaluation(), BestEpoch()]
+
+
 def default_hooks(run_logger=None):
-    """The standard hooks, in their order (the NaN check before anything reads or saves)."""
-    return [NanWatch(), EpochCheckpoint(), ProgressBar(), MetricsLog(run_logger), SignalStop(run_logger)]
+    """The standard hooks around the loop (the NaN check before anything reads or saves)."""
+    return [NanWatch(), Checkpointer(), ProgressBar(), MetricsLog(run_logger), SignalStop(run_logger)]

@@ -30,7 +30,7 @@ from ..utils.errors import CheckpointError, ConfigError, MdistillerError, user_e
 from ..utils.runtime import derive_seed, provenance, seed_everything, set_deterministic
 from ..utils.threads import cpu_threads
 from .build import build_run
-from .hooks import HardStop, StopRequested
+from .hooks import HardStop, StopRequested, check_hook_names, default_hooks, plugin_hooks
 from .trainer import Trainer
 
 log = logging.getLogger("mdistiller.train")
@@ -203,7 +203,7 @@ def run(cfg, args, argv):
         started = True
         ctx.barrier()
         trainer = Trainer(cfg, distiller, loaders, transforms, ctx, run_dir=run_dir, logger=logger,
-                          generator=generator)
+                          generator=generator, hooks=default_hooks(logger) + plugin_hooks(cfg))
         dry_run(trainer, distiller, cfg)
         extra = distiller.get_extra_parameters()
         if logger is not None:
@@ -235,7 +235,10 @@ def run(cfg, args, argv):
         finally:
             if logger is not None:
                 logger.close()
-        if ctx.is_main:
+        if ctx.is_main and trainer.stopped_after is not None:
+            log.info(f"stopped after epoch {trainer.stopped_after} at a hook's request (committed); best test top-1 "
+                     f"{best:.2f}; continue with: {command(args, ctx.world_size)}")
+        elif ctx.is_main:
             log.info(f"best test top-1 {best:.2f}; run folder {run_dir}")
         return 0
     except HardStop:
@@ -291,6 +294,7 @@ def train(cfg_file=None, opts=(), resume=False, overwrite=False, debug=False, qu
     with user_errors(debug, quiet=not main_rank) as result, startup_signals():
         try:
             cfg = load_cfg(cfg_file or None, opts)
+            check_hook_names(list(cfg.EXPERIMENT.HOOKS))  # the plugins are imported: a typo fails now
             with setup_logging(cfg.LOG.LEVEL, quiet=quiet or not main_rank), cpu_threads(cfg.SOLVER.DEVICE):
                 result["code"] = run(cfg, args, argv)  # cpu_threads: idle cores only, on a shared machine
         except KeyboardInterrupt:  # a signal before the trainer's handlers are set

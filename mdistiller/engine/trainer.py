@@ -7,25 +7,30 @@ device and are read every ``LOG.READ_FREQ`` steps; a non-finite loss sets a devi
 that makes the fused SGD skip that update (as GradScaler does) and stops the run at the
 next read, naming the step and the loss terms.
 
-The trainer owns the step, the epoch's device statistics and the run's state (optimizer,
-scaler, best accuracy, history: :meth:`Trainer.state`, :meth:`Trainer.load_state`).
-Everything around the step is a hook (:mod:`mdistiller.engine.hooks`): the NaN watch, the
-atomic epoch commit, the progress bar, the metrics and log lines, and the signal stop.
-Pass ``hooks=[...]`` to replace them or :meth:`Trainer.register_hooks` to add one.
+The trainer owns the step, the epoch's device statistics and the checkpoint's assembly
+(model, optimizer, scaler and every hook's state: :meth:`Trainer.state`,
+:meth:`Trainer.load_state`). Everything around the step is a hook
+(:mod:`mdistiller.engine.hooks`): the learning-rate schedule, the validation and the best
+epoch (:attr:`Trainer.loop_hooks`, always there), and the NaN watch, the atomic epoch
+commit, the progress, the metrics and log lines and the signal stop (``hooks``, by default
+:func:`~mdistiller.engine.hooks.default_hooks`). Pass ``hooks=[...]`` to replace the latter
+or :meth:`Trainer.register_hooks` to add one (the composition root adds the plugin hooks of
+``EXPERIMENT.HOOKS`` this way).
 """
 
 import contextlib
 import time
 
 import torch
-from torch.nn.parallel import DistributedDataParallel as DDP
 
 from ..config.load import cfg_to_dict
 from ..dataset.loader import prefetch_to_device, set_epoch, to_device
-from ..solver.dot import build_dot, uses_dot
+from ..solver.lr_schedule import lr_at  # noqa: F401 (re-exported)
+from ..solver.optimizer import build_optimizer, sum_losses
+from ..utils.dist import wrap_ddp
 from ..utils.errors import ConfigError
 from ..utils.runtime import derive_seed, retain_host_memory, seed_everything, set_rng_state, topk_correct
-from .hooks import EpochState, HardStop, StopRequested, default_hooks  # noqa: F401 (re-exported)
+from .hooks import EpochState, HardStop, StopRequested, default_hooks, loop_hooks  # noqa: F401 (re-exported)
 
 
 @torch.no_grad()
@@ -52,26 +57,6 @@ def evaluate(model_fn, loader, transform, ctx, autocast=contextlib.nullcontext, 
     return {"top1": 100 * c1 / n, "top5": 100 * c5 / n, "loss": loss / n, "count": int(n)}
 
 
-def lr_at(cfg, epoch):
-    """mdistiller's step schedule: LR * RATE ** (number of stages strictly below epoch)."""
-    steps = sum(epoch > s for s in cfg.SOLVER.LR_DECAY_STAGES)
-    return cfg.SOLVER.LR * (cfg.SOLVER.LR_DECAY_RATE ** steps)
-
-
-def sum_losses(losses):
-    return sum(losses.values())
-
-
-def build_optimizer(cfg, params, device):
-    """SGD; fused where available so a device-side ``found_inf`` flag can skip a step.
-    ``SOLVER.TRAINER dot``: DOT (:mod:`mdistiller.solver.dot`)."""
-    if uses_dot(cfg):
-        return build_dot(cfg, params)
-    fused = device.type in ("cpu", "cuda")
-    return torch.optim.SGD(params, lr=cfg.SOLVER.LR, momentum=cfg.SOLVER.MOMENTUM,
-                           weight_decay=cfg.SOLVER.WEIGHT_DECAY, fused=fused or None)
-
-
 class Trainer:
     """Runs epochs of ``distiller`` on ``loaders``; see :meth:`train`."""
 
@@ -90,36 +75,60 @@ class Trainer:
         self.memory_format = torch.channels_last if cfg.SOLVER.CHANNELS_LAST else torch.contiguous_format
         if cfg.SOLVER.RETAIN_HOST_MEMORY and self.device.type == "cpu":
             retain_host_memory()
-        self.model = distiller
-        if ctx.distributed:
-            teacher_names = [n for n, _ in distiller.named_parameters() if n.startswith("teacher.")]
-            teacher_names += [n for n, _ in distiller.named_buffers() if n.startswith("teacher.")]
-            DDP._set_params_and_buffers_to_ignore_for_model(distiller, teacher_names)
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.model = DDP(distiller, device_ids=ids)
+        self.model = wrap_ddp(distiller, ctx, ignore="teacher.") if ctx.distributed else distiller
         self.optimizer = build_optimizer(cfg, distiller.get_learnable_parameters(), self.device)
         # what the step back-propagates: the sum of the terms, or the optimizer's (DOT splits them)
         self.loss_for_backward = getattr(self.optimizer, "loss_for_backward", sum_losses)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype is torch.float16 else None
         self.cuda_graphs = (cfg.SOLVER.COMPILE and self.device.type == "cuda"
                             and cfg.SOLVER.COMPILE_MODE in ("reduce-overhead", "max-autotune"))
-        self.start_epoch, self.start_step, self.best_acc = 1, 0, -1.0
-        self.best_epoch, self.history = 0, []  # kept in every checkpoint: the run's record
+        self.start_epoch, self.start_step = 1, 0
         self.global_step = 0
+        self.epoch = 0  # the epoch running or just finished (1-based)
+        self.epoch_state = None  # its EpochState (positions and device statistics)
+        self.metrics = None  # its record, filled by the hooks until after_val_epoch
+        self.stop_requested = False  # request_stop(): end after this epoch's commit
         self._partial = None  # statistics of an interrupted epoch being resumed
-        self._stop = False  # a stop request (SignalStop sets it; tests too)
-        self.hooks = []
+        self._stop = False  # a signal's stop request (SignalStop sets it; tests too)
+        self.loop_hooks, self.hooks, self._order = [], [], []
+        self._add(self.loop_hooks, loop_hooks())
         self.register_hooks(default_hooks(logger) if hooks is None else hooks)
 
     def register_hooks(self, hooks):
-        """Append hooks (:class:`~mdistiller.engine.hooks.HookBase`); they run in order."""
+        """Add hooks (:class:`~mdistiller.engine.hooks.HookBase`); all hooks run in the order
+        of their ``priority``, equal ones in the order they were added."""
+        self._add(self.hooks, hooks)
+
+    def _add(self, into, hooks):
         for h in hooks:
             h.trainer = self
-            self.hooks.append(h)
+            into.append(h)
+        self._order = sorted(self.loop_hooks + self.hooks, key=lambda h: h.priority)
 
     def _call(self, name, *args):
-        for h in self.hooks:
+        for h in self._order:
             getattr(h, name)(*args)
+
+    def request_stop(self):
+        """End the run cleanly after the current epoch is validated and committed (exit code
+        0; ``--resume`` continues it). Rank 0's request decides for every rank."""
+        self.stop_requested = True
+
+    @property
+    def _best(self):
+        return next(h for h in self.loop_hooks if type(h).__name__ == "BestEpoch")
+
+    @property
+    def best_acc(self):
+        return self._best.best_acc
+
+    @property
+    def best_epoch(self):
+        return self._best.best_epoch
+
+    @property
+    def history(self):
+        return self._best.history
 
     @property
     def lr(self):
@@ -183,8 +192,6 @@ class Trainer:
     def train_epoch(self, epoch):
         cfg, dev = self.cfg, self.device
         self.distiller.train()
-        for g in self.optimizer.param_groups:
-            g["lr"] = lr_at(cfg, epoch)
         start_step = self.start_step if epoch == self.start_epoch else 0
         if start_step == 0:
             self._seed_epoch(epoch)
@@ -196,15 +203,15 @@ class Trainer:
                         seen=stats.get("seen", zero.clone()), correct=stats.get("correct", zero.clone()),
                         loss_sum=stats.get("loss_sum", zero.clone()), term_sums=stats.get("term_sums"),
                         bad_step=torch.full((), -1, device=dev, dtype=torch.long), step=start_step)
-        self._call("before_epoch", ep)
+        self.epoch_state = ep
+        self._call("before_train_epoch")
         t0 = time.time()
         batches = prefetch_to_device(self.train_loader, dev) if cfg.SOLVER.PREFETCH else self.train_loader
         for step, batch in enumerate(batches, start=start_step + 1):
             logits, target, losses, total, finite = self.train_step(batch, epoch)
             self._accumulate(ep, step, logits, target, losses, total, finite)
             self.global_step += 1
-            self._call("after_step", ep)
-        self._call("after_steps", ep)
+            self._call("after_train_iter")
         names, term_sums = ep.names, ep.term_sums
         sums = torch.cat([torch.stack([ep.seen, ep.correct, ep.loss_sum]),
                           term_sums if term_sums is not None else zero[None]])
@@ -252,22 +259,18 @@ class Trainer:
     # checkpoints
     # ---------------------------------------------------------------------------------
     def state(self, epoch, **extra):
+        """The checkpoint of the run after ``epoch``: model, optimizer, scaler, the config,
+        every hook's ``state_dict()`` under ``hooks``, and (for readers of the file) the best
+        accuracy, its epoch and the history at the top level."""
         state = {"epoch": epoch, "model": self.distiller.state_dict(), "optimizer": self.optimizer.state_dict(),
                  "best_acc": self.best_acc, "best_epoch": self.best_epoch, "global_step": self.global_step,
                  "history": [r for r in self.history if r["epoch"] <= epoch]}
         if self.scaler is not None:
             state["scaler"] = self.scaler.state_dict()
         state["config"] = cfg_to_dict(self.cfg)
+        state["hooks"] = {h.state_key: h.state_dict() for h in self._order}
         state.update(extra)
         return state
-
-    def end_epoch(self, epoch, record):
-        """The run's record of a finished epoch, on every rank: the best accuracy (ties go to
-        the later epoch) and the history kept in every checkpoint."""
-        if record["test_acc"] >= self.best_acc:
-            self.best_acc, self.best_epoch = record["test_acc"], epoch
-        record["best_acc"] = self.best_acc
-        self.history = [r for r in self.history if r["epoch"] < epoch] + [record]
 
     def load_state(self, state):
         """Restore from a ``latest`` (epoch end) or ``interrupted`` (mid-epoch) state."""
@@ -275,9 +278,13 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scaler is not None and "scaler" in state:
             self.scaler.load_state_dict(state["scaler"])
-        self.best_acc = state.get("best_acc", -1.0)
-        self.best_epoch, self.history = state.get("best_epoch", 0), list(state.get("history", []))
         self.global_step = state.get("global_step", 0)
+        hooks = dict(state.get("hooks") or {})
+        # checkpoints written before the hooks kept state hold the best epoch at the top level
+        hooks.setdefault("BestEpoch", {k: state[k] for k in ("best_acc", "best_epoch", "history") if k in state})
+        for h in self._order:
+            if h.state_key in hooks:
+                h.load_state_dict(hooks[h.state_key])
         inter = state.get("interrupted")
         if inter:
             if len(inter["ranks"]) != self.ctx.world_size:
@@ -296,22 +303,27 @@ class Trainer:
     # ---------------------------------------------------------------------------------
     def train(self):
         """Train from ``start_epoch`` to ``SOLVER.EPOCHS`` with the hooks; returns the best
-        test top-1."""
+        test top-1. After a hook's :meth:`request_stop`, ends after that epoch's commit
+        (``stopped_after`` is then the epoch)."""
+        self.stopped_after = None
         try:
             self._call("before_train")
             for epoch in range(self.start_epoch, self.cfg.SOLVER.EPOCHS + 1):
+                self.epoch = epoch
                 train_stats = self.train_epoch(epoch)
-                val = self.evaluate()
-                record = {
-                    "epoch": epoch, "lr": lr_at(self.cfg, epoch),
+                self.metrics = {
+                    "epoch": epoch, "lr": self.lr,
                     "train_acc": train_stats["train_acc"], "train_loss": train_stats["train_loss"],
-                    "test_acc": val["top1"], "test_acc_top5": val["top5"], "test_loss": val["loss"],
+                    "test_acc": None, "test_acc_top5": None, "test_loss": None,  # the Evaluation hook's
                     "best_acc": None, "time": train_stats["train_time"], "losses": train_stats["losses"],
                 }
-                self.end_epoch(epoch, record)
-                self._call("after_epoch", epoch, record)
+                self._call("after_train_epoch")  # the validation, then the best epoch
+                self._call("after_val_epoch", self.metrics)  # the commit comes last (Checkpointer)
+                if self.ctx.agree(self.stop_requested) and epoch < self.cfg.SOLVER.EPOCHS:
+                    self.stopped_after = epoch
+                    return self.best_acc
             self._call("after_train")
         finally:
-            for h in reversed(self.hooks):
+            for h in reversed(self._order):
                 h.close()
         return self.best_acc

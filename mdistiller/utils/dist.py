@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 from .errors import ConfigError
 
@@ -110,3 +111,15 @@ def init_distributed(device_name):
 def shutdown_distributed():
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def wrap_ddp(module, ctx, ignore=None):
+    """``module`` in DistributedDataParallel on ``ctx``'s device; parameters and buffers
+    whose names start with ``ignore`` (the frozen teacher) are neither synchronised nor
+    broadcast."""
+    if ignore:
+        names = [n for n, _ in module.named_parameters() if n.startswith(ignore)]
+        names += [n for n, _ in module.named_buffers() if n.startswith(ignore)]
+        DDP._set_params_and_buffers_to_ignore_for_model(module, names)
+    ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+    return DDP(module, device_ids=ids)

@@ -23,18 +23,19 @@ class Recorder(HookBase):
     def before_train(self):
         self.calls.append("before_train")
 
-    def before_epoch(self, ep):
-        self.calls.append(f"before_epoch {ep.epoch}")
+    def before_train_epoch(self):
+        self.calls.append(f"before_epoch {self.trainer.epoch_state.epoch}")
 
-    def after_step(self, ep):
+    def after_train_iter(self):
+        ep = self.trainer.epoch_state
         self.calls.append(f"step {ep.epoch}.{ep.step}" + (" read" if ep.read else ""))
 
-    def after_steps(self, ep):
-        self.calls.append(f"after_steps {ep.epoch}")
+    def after_train_epoch(self):
+        self.calls.append(f"after_steps {self.trainer.epoch}")
 
-    def after_epoch(self, epoch, record):
+    def after_val_epoch(self, record):
         assert record["best_acc"] == self.trainer.best_acc  # the trainer's record is updated first
-        self.calls.append(f"after_epoch {epoch}")
+        self.calls.append(f"after_epoch {record['epoch']}")
 
     def after_train(self):
         self.calls.append("after_train")
@@ -69,8 +70,9 @@ def test_default_hooks_commit_epochs_and_close_on_error(tmp_path):
     rec = Recorder()
 
     class Boom(HookBase):
-        def after_epoch(self, epoch, record):
-            raise RuntimeError("boom")
+        def after_val_epoch(self, record):
+            if record["epoch"] == 2:  # epoch 1 is committed: the commit waits for every hook
+                raise RuntimeError("boom")
 
     trainer.register_hooks([rec, Boom()])
     before = signal.getsignal(signal.SIGTERM)
@@ -101,7 +103,8 @@ def test_nan_watch_names_the_step_and_terms(tmp_path):
     check_finite(trainer, ep)  # no bad step: nothing
     ep.bad_step = torch.tensor(4)
     ep.read = False
-    trainer.hooks[0].after_step(ep)  # reads only at read steps
+    trainer.epoch_state = ep
+    trainer.hooks[0].after_train_iter()  # reads only at read steps
     ep.read = True
     with pytest.raises(NonFiniteLossError, match=r"epoch 3, step 4 \(loss_ce=nan, loss_kd=1\).*no checkpoint"):
-        trainer.hooks[0].after_step(ep)
+        trainer.hooks[0].after_train_iter()
