@@ -108,3 +108,18 @@ def test_nan_watch_names_the_step_and_terms(tmp_path):
     ep.read = True
     with pytest.raises(NonFiniteLossError, match=r"epoch 3, step 4 \(loss_ce=nan, loss_kd=1\).*no checkpoint"):
         trainer.hooks[0].after_train_iter()
+
+
+def test_progress_to_a_file_is_lines_not_carriage_returns(tmp_path):
+    import io
+
+    from mdistiller.engine.hooks import ProgressBar
+
+    out = io.StringIO()  # not a terminal, as a log file
+    trainer = tiny_trainer(tmp_path, [ProgressBar(stream=out)], "LOG.PROGRESS", "True", "SOLVER.EPOCHS", "1")
+    trainer.train()
+    text = out.getvalue()
+    assert "\r" not in text
+    lines = text.splitlines()
+    assert lines and all(line.startswith("epoch 1/1 ") and "%" in line and "img/s" in line for line in lines)
+    assert len(lines) <= 100 // ProgressBar.LINE_PERCENT  # a line every few percent at most
