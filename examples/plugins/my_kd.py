@@ -1,10 +1,13 @@
 """MYKD: a small logit method kept outside the package, loaded as a plugin.
 
-    python3 tools/train_ours.py --cfg configs/fashion_mnist/kd.yaml \
+    python3 tools/train_ours.py --cfg configs/smoke/teacher.yaml   # once: a tiny teacher, seconds
+    python3 tools/train_ours.py --cfg configs/smoke/kd.yaml \
         EXPERIMENT.PLUGINS "['examples/plugins/my_kd.py']" DISTILLER.TYPE MYKD MYKD.TEMPERATURE 2 \
-        EXPERIMENT.NAME my_kd DISTILLER.TEACHER_CKPT output/demo/fashion_mnist_demo/teacher/student_best
+        EXPERIMENT.NAME my_kd
 
-(the teacher checkpoint is the one ``python3 tools/demo.py`` trains).
+(on synthetic data; for real data, ``configs/fashion_mnist/kd.yaml`` with
+``DISTILLER.TEACHER_CKPT output/demo/fashion_mnist_demo/teacher/student_best``, the teacher
+``python3 tools/demo.py`` trains).
 
 Loss: ``CE(z_s, y) + WEIGHT · T² · KL(σ(z_t/T) ‖ σ(z_s/T))``, Hinton's KD with its own
 config node. See docs/new_method.md.

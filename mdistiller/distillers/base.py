@@ -11,17 +11,29 @@ A distiller owns a ``student`` and a frozen ``teacher``::
 the trainer sums them. ``logits`` are the student's (weak view) logits, for accuracy.
 In eval mode, ``distiller(image=x)`` returns the student's logits.
 
+This module is the one description of the method contract; ``docs/new_method.md`` shows
+it at work (a test keeps its table and this one the same), and the errors about a method's
+declarations point here. The public base classes:
+
+* :class:`Distiller` (here): every method's base; :class:`Need` and :class:`TrainingSet` (here);
+* :class:`~mdistiller.distillers.logit.LogitDistiller`: methods whose loss reads logits
+  (``losses(student, teacher, target, epoch)`` on per-view logits);
+* :class:`~mdistiller.distillers.feature.base.FeatureDistiller`: methods whose loss reads
+  features (``feature_loss``), with the shape probes their connectors are built from.
+
 What a method declares (class attributes and class methods, all optional):
 
-============== ===========================================================================
-cfg_node       name of its config node (``"KD"``); :meth:`~Distiller.defaults` fills it
-defaults       ``defaults(node)``: the node's keys with their defaults, one ``# comment`` each
-check_config   ``check_config(cfg, used)``: one-line ``ConfigError`` for invalid values
-legacy_keys    ``{old key: new key}`` of reference config files (``None`` = ignored key)
-num_views      1 or 2 augmented views (``views_for(cfg)`` when it depends on the config)
-needs          :class:`Need` members: the training set at build time, the epoch per step
-uses_teacher   False for methods without a teacher (no teacher checkpoint is loaded)
-============== ===========================================================================
+==================== =====================================================================
+cfg_node             name of its config node (``"KD"``); :meth:`~Distiller.defaults` fills it
+defaults             ``defaults(node)``: the node's keys with their defaults, one ``# comment`` each
+check_config         ``check_config(cfg, used)``: one-line ``ConfigError`` for invalid values
+legacy_keys          ``{old key: new key}`` of reference config files (``None`` = ignored key)
+num_views            1 or 2 augmented views (``views_for(cfg)`` when it depends on the config)
+needs                :class:`Need` members: the training set at build time, the epoch per step
+uses_teacher         False for methods without a teacher (no teacher checkpoint is loaded)
+views_in_loss        (logit methods) the loss takes all views at once (``min_views``: at least)
+supports_logit_stand (logit methods) honours ``DISTILLER.LOGIT_STAND`` (``self.stand(z)``)
+==================== =====================================================================
 """
 
 import copy

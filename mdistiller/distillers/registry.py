@@ -66,6 +66,14 @@ def registered_methods():
     return list(dict.fromkeys(DISTILLERS.values()))
 
 
+def logit_stand_methods():
+    """The methods that honour ``DISTILLER.LOGIT_STAND``, each under its first registered name."""
+    first = {}
+    for n, c in DISTILLERS.items():
+        first.setdefault(c, n)
+    return [n for c, n in first.items() if getattr(c, "supports_logit_stand", False)]
+
+
 def check_recipe(cfg):
     """The ``DISTILLER`` recipe keys against the run's methods: ``VIEWS`` each logit method
     can train on, ``LOGIT_STAND`` only where honoured (ConfigError otherwise)."""
@@ -83,7 +91,7 @@ def check_recipe(cfg):
         refusing = [n for n in [d.TYPE, *d.EXTRA] if not getattr(DISTILLERS.get(n), "supports_logit_stand", False)]
         if refusing:
             raise ConfigError(f"DISTILLER.LOGIT_STAND is not implemented for {', '.join(refusing)}; "
-                              f"set it False or use a logit method that supports it (KD, DKD, MLKD, SLD, SWAPKD)")
+                              f"set it False or use a logit method that supports it ({', '.join(logit_stand_methods())})")
 
 
 def check_methods(cfg):

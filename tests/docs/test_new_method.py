@@ -62,3 +62,15 @@ def test_as_a_plugin_then_its_test(tmp_path, monkeypatch, restore_methods):
     assert tests
     for test in tests:
         test()
+
+
+def test_the_contract_table_is_the_one_in_the_base_module():
+    """docs/new_method.md's table of declarations and the docstring of
+    mdistiller/distillers/base.py (the one description of the contract) list the same."""
+    from mdistiller.distillers import base
+
+    first_cells = re.findall(r"^\| (`[^|]*)\|", DOC, re.M)
+    doc_names = [re.findall(r"`(\w+)", cell)[0] for cell in first_cells]
+    table = base.__doc__.split("What a method declares")[1]
+    base_names = re.findall(r"^([a-z_]+) ", table, re.M)
+    assert doc_names == base_names
