@@ -60,7 +60,7 @@ CFG.DISTILLER.VIEWS = 0  # augmented views: 0 = the method's reference number, 1
 # Solver
 # ---------------------------------------------------------------------------------------
 CFG.SOLVER = CN()
-CFG.SOLVER.TRAINER = "base"  # "dot"/"crd_dot" = DOT (mdistiller/engine/dot.py); other values: the views follow the distiller
+CFG.SOLVER.TRAINER = "base"  # "dot"/"crd_dot" = DOT (mdistiller/solver/dot.py); other values: the views follow the distiller
 CFG.SOLVER.DOT = CN()
 CFG.SOLVER.DOT.DELTA = 0.075  # DOT: task momentum MOMENTUM - DELTA, distillation momentum MOMENTUM + DELTA
 CFG.SOLVER.BATCH_SIZE = 64  # global training batch size (split across ranks)

@@ -166,7 +166,7 @@ def _all_keys(node, prefix=""):
 def _unknown_key(full_key, cfg):
     close = difflib.get_close_matches(full_key, list(_all_keys(cfg)), n=1, cutoff=0.6)
     hint = (f"; did you mean '{close[0]}'?" if close
-            else "; see mdistiller/engine/defaults.py and the methods' defaults for valid keys")
+            else "; see mdistiller/config/defaults.py and the methods' defaults for valid keys")
     return ConfigError(f"unknown config key '{full_key}'{hint}")
 
 
