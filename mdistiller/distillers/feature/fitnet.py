@@ -3,15 +3,10 @@
 Declares and reads mdistiller's config node ``FITNET``; its learnable modules keep
 mdistiller's names, so mdistiller checkpoints load."""
 
-import math
-
-import torch.nn as nn
-
 from ...utils.errors import ConfigError
 from ..registry import register_distiller
 from . import losses
 from .base import ConvReg, FeatureDistiller, loss_node, model_label, probe_features
-
 from .connectors import check_input_size
 
 
@@ -49,23 +44,3 @@ class FitNet(FeatureDistiller):
     def feature_loss(self, feats_s, feats_t, **kwargs):
         f_s = self.conv_reg(feats_s["feats"][self.hint_layer])
         return losses.fitnet_loss(f_s, feats_t["feats"][self.hint_layer])
-
-
-# ---------------------------------------------------------------------------------------
-# OFD
-# ---------------------------------------------------------------------------------------
-class ConnectorConvBN(nn.Module):
-    """One (conv k x k, BN) connector per stage, from student to teacher channels."""
-
-    def __init__(self, s_channels, t_channels, kernel_size=1):
-        super().__init__()
-        self.connectors = nn.ModuleList(self._connector(s, t, kernel_size) for s, t in zip(s_channels, t_channels))
-
-    @staticmethod
-    def _connector(s_channel, t_channel, kernel_size):
-        conv = nn.Conv2d(s_channel, t_channel, kernel_size, stride=1, padding=(kernel_size - 1) // 2, bias=False)
-        nn.init.normal_(conv.weight, 0, math.sqrt(2.0 / (kernel_size * kernel_size * t_channel)))
-        return nn.Sequential(conv, nn.BatchNorm2d(t_channel))
-
-    def forward(self, g_s):
-        return [c(f) for c, f in zip(self.connectors, g_s)]

@@ -7,14 +7,12 @@ import math
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ...utils.checks import check_positive, is_number
 from ...utils.errors import ConfigError
 from ..registry import register_distiller
 from . import losses
 from .base import FeatureDistiller, loss_node, probe_features
-
 from .connectors import check_input_size
 
 
@@ -72,32 +70,3 @@ class VID(FeatureDistiller):
             f_s, f_t = losses.pool_to_smaller(f_s, f_t)
             total = total + losses.vid_loss(regressor(f_s), var, f_t)
         return total
-
-
-# ---------------------------------------------------------------------------------------
-# ReviewKD
-# ---------------------------------------------------------------------------------------
-class ABF(nn.Module):
-    """ReviewKD's attention-based fusion: 1x1 conv + BN, optional fusion with the upsampled
-    residual of the deeper stage (two sigmoid attention maps), 3x3 conv + BN output."""
-
-    def __init__(self, in_channel, mid_channel, out_channel, fuse):
-        super().__init__()
-        self.conv1 = nn.Sequential(nn.Conv2d(in_channel, mid_channel, kernel_size=1, bias=False),
-                                   nn.BatchNorm2d(mid_channel))
-        self.conv2 = nn.Sequential(nn.Conv2d(mid_channel, out_channel, kernel_size=3, padding=1, bias=False),
-                                   nn.BatchNorm2d(out_channel))
-        self.att_conv = nn.Sequential(nn.Conv2d(mid_channel * 2, 2, kernel_size=1), nn.Sigmoid()) if fuse else None
-        nn.init.kaiming_uniform_(self.conv1[0].weight, a=1)
-        nn.init.kaiming_uniform_(self.conv2[0].weight, a=1)
-
-    def forward(self, x, y=None, shape=None, out_shape=None):
-        """Returns ``(output, residual)``; ``y`` is the deeper stage's residual."""
-        x = self.conv1(x)
-        if self.att_conv is not None:
-            y = F.interpolate(y, (shape, shape), mode="nearest")
-            z = self.att_conv(torch.cat([x, y], dim=1))
-            x = x * z[:, :1] + y * z[:, 1:2]
-        if x.shape[-1] != out_shape:
-            x = F.interpolate(x, (out_shape, out_shape), mode="nearest")
-        return self.conv2(x), x
