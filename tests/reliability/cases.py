@@ -224,6 +224,7 @@ BAD_INPUTS = [
     _train("checkpoint freq 0", "LOG.SAVE_CHECKPOINT_FREQ", "0", pattern=r"LOG.SAVE_CHECKPOINT_FREQ must be"),
     _train("tensorboard freq -1", "LOG.TENSORBOARD_FREQ", "-1", pattern=r"LOG.TENSORBOARD_FREQ must be"),
     _train("seed -1", "EXPERIMENT.SEED", "-1", pattern=r"EXPERIMENT.SEED must be an integer >= 0"),
+    _train("unknown hook", "EXPERIMENT.HOOKS", "['NOPE']", pattern=r"EXPERIMENT.HOOKS: unknown hook 'NOPE'; known hooks"),
     _train("unknown key", "SOLVER.LRR", "1", pattern=r"unknown config key 'SOLVER.LRR'; did you mean 'SOLVER.LR'"),
     _train("odd overrides", "SOLVER.LR", pattern=r"odd number"),
     _train("extra methods without a teacher", "DISTILLER.EXTRA", "['AT']",
