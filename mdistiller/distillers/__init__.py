@@ -1,6 +1,15 @@
-"""Distiller registry. ``distiller_dict[TYPE](student, teacher, cfg)`` builds a distiller.
+"""The distillation methods, one file each, named after the method:
 
-A method is one file. Put it under ``mdistiller/distillers/`` (every module there whose
+* ``sld.py``: **SLD**, Swapped Logit Distillation, the flagship (``swapkd.py``: its one-
+  temperature variant SWAPKD);
+* ``kd.py``, ``dkd.py`` (DKD, DKD_aug), ``mlkd.py`` (MLKD, KD_ours), ``vanilla.py`` (NONE);
+* ``feature/``: mdistiller's feature baselines, ``feature/<name>.py`` each;
+* the public base classes: ``base.py`` (:class:`Distiller`, :class:`Need`, and the one
+  description of the contract a method declares), ``logit.py`` (``LogitDistiller``),
+  ``feature/base.py`` (``FeatureDistiller``); ``losses.py`` (the logit losses as functions);
+* ``registry.py`` (``distiller_dict``, ``register_distiller``), ``combine.py`` (the builder).
+
+``distiller_dict[TYPE](student, teacher, cfg)`` builds a distiller. A method is one file. Put it under ``mdistiller/distillers/`` (every module there whose
 name does not start with ``_`` is imported when the package is, so nothing else needs
 editing) or anywhere else as a plugin (``EXPERIMENT.PLUGINS``), and register it::
 
@@ -13,7 +22,7 @@ editing) or anywhere else as a plugin (``EXPERIMENT.PLUGINS``), and register it:
             node.TEMPERATURE = 4.0  # softmax temperature
 
 Registering adds the method's config node, with its defaults, to
-``mdistiller.config.load.CFG``; the config loader calls its ``check_config`` and applies its
+``mdistiller.config.defaults.CFG``; the config loader calls its ``check_config`` and applies its
 ``legacy_keys``. See :mod:`mdistiller.distillers.base` for the contract and
 ``docs/new_method.md`` for a worked example.
 """
