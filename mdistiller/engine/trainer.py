@@ -30,7 +30,7 @@ from ..solver.optimizer import build_optimizer, sum_losses
 from ..utils.dist import wrap_ddp
 from ..utils.errors import ConfigError
 from ..utils.runtime import derive_seed, retain_host_memory, seed_everything, set_rng_state, topk_correct
-from .hooks import EpochState, HardStop, StopRequested, default_hooks, loop_hooks  # noqa: F401 (re-exported)
+from .hooks import BestEpoch, EpochState, HardStop, StopRequested, default_hooks, loop_hooks  # noqa: F401 (re-exported)
 
 
 @torch.no_grad()
@@ -116,7 +116,7 @@ class Trainer:
 
     @property
     def _best(self):
-        return next(h for h in self.loop_hooks if type(h).__name__ == "BestEpoch")
+        return next(h for h in self.loop_hooks if isinstance(h, BestEpoch))
 
     @property
     def best_acc(self):
