@@ -24,7 +24,7 @@ import pytest
 
 from mdistiller.cli import download, eval as eval_cli, summarize, sweep
 from mdistiller.cli.train import main as train_main
-from mdistiller.runs import folder
+from mdistiller.runs import folder as runfolder
 from mdistiller.runs.checkpoint import load_checkpoint
 
 from tests.engine.helpers import make_teacher, metrics, run_dir, tiny_argv

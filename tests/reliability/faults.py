@@ -13,7 +13,7 @@ import os
 
 import torch
 
-from mdistiller.runs import folder
+from mdistiller.runs import folder as runfolder
 from mdistiller.runs.checkpoint import load_checkpoint
 
 
