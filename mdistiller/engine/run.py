@@ -23,13 +23,13 @@ from ..config.load import cfg_to_dict, diff_cfg, get_key, load_cfg
 from ..dataset.loader import check_batch, check_subset
 from ..runs import folder as rf
 from ..runs.checkpoint import load_checkpoint
-from ..runs.folder import RunFolderError, atomic_write_text, describe_os_error, run_dir_of
+from ..runs.folder import RunFolderError, run_dir_of
 from ..runs.loggers import RunLogger, setup_logging
 from ..utils.dist import init_distributed, shutdown_distributed
 from ..utils.errors import CheckpointError, ConfigError, MdistillerError, user_errors
 from ..utils.runtime import derive_seed, provenance, seed_everything, set_deterministic
 from ..utils.threads import cpu_threads
-from .build import build_run
+from . import build
 from .hooks import HardStop, StopRequested, check_hook_names, default_hooks, plugin_hooks
 from .trainer import Trainer
 
@@ -135,9 +135,9 @@ def check_resume_config(cfg, state, path):
 
 def write_start_files(run_dir, cfg, args, argv, ctx, state, changes):
     # on resume only RESUME_FREE_KEYS may differ (e.g. more epochs): record them
-    atomic_write_text(os.path.join(run_dir, "config.yaml"), cfg.dump())
+    rf.atomic_write_text(os.path.join(run_dir, "config.yaml"), cfg.dump())
     if state is None:
-        atomic_write_text(os.path.join(run_dir, "provenance.json"),
+        rf.atomic_write_text(os.path.join(run_dir, "provenance.json"),
                           json.dumps(provenance(cfg, argv, ctx.world_size), indent=2))
     if changes:
         epoch = state["interrupted"]["epoch"] if state.get("interrupted") else state["epoch"] + 1
@@ -192,7 +192,7 @@ def run(cfg, args, argv):
         if resume_path:
             state = load_checkpoint(resume_path, map_location=ctx.device)
             changes = check_resume_config(cfg, state, resume_path)
-        spec, distiller, loaders, transforms, generator = build_run(cfg, ctx, seed=cfg.EXPERIMENT.SEED)
+        spec, distiller, loaders, transforms, generator = build.build_run(cfg, ctx, seed=cfg.EXPERIMENT.SEED)
         check_subset(cfg, loaders[0])
         ctx.barrier()
         logger = None
@@ -253,7 +253,7 @@ def run(cfg, args, argv):
         world = ctx.world_size if ctx else 1
         then = (f"then continue with: {command(args, world)}" if resumable
                 else f"then start again with: {command(args, world, resume=False)}")
-        raise RunFolderError(describe_os_error(e, path, then=then)) from e
+        raise RunFolderError(rf.describe_os_error(e, path, then=then)) from e
     finally:
         folder.close(failed_early=not started)
         if ctx is not None:
