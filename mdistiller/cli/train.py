@@ -1,18 +1,42 @@
-"""``python3 tools/train_ours.py --cfg FILE [--resume] [--overwrite] [--quiet] [KEY VALUE ...]``
+"""``python3 tools/train_ours.py --cfg FILE [--resume] [--overwrite] [--quiet] [--print-config]
+[--logit-stand [--base-temp T] [--kd-weight W]] [KEY VALUE ...]``
 
 Trains a teacher (``DISTILLER.TYPE NONE``) or distils a student, on one device or under
 ``torchrun``. Everything that can be wrong with the input (config, names, files, data) is
 checked before the first step and reported as one line on stderr. The run itself is
 :func:`mdistiller.engine.run.train`.
+
+``--logit-stand``, ``--base-temp`` and ``--kd-weight`` are the logit-standardization
+repository's flags, with its semantics (:func:`mdistiller.engine.cfg.apply_ls_flags`), so its
+README's commands run unchanged. ``--print-config`` prints the effective config (what the run
+folder's ``config.yaml`` would hold) on stdout and exits, reading no data, teacher or run folder.
 """
 
 import argparse
+import math
 import sys
 
 from ..engine.run import train
 from .common import ArgumentParser, add_debug_flag
 
-FLAGS = ("--resume", "--overwrite", "--debug", "--quiet")
+FLAGS = ("--resume", "--overwrite", "--debug", "--quiet", "--print-config", "--logit-stand")
+VALUE_FLAGS = ("--base-temp", "--kd-weight")
+
+
+def _number(low, strict, what):
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value < low or (strict and value == low):
+            raise argparse.ArgumentTypeError(f"expects {what}, got {text!r}")
+        return value
+    return parse
+
+
+BASE_TEMP = _number(0.0, True, "a temperature > 0 (e.g. 2)")
+KD_WEIGHT = _number(0.0, False, "a weight >= 0 (e.g. 9)")
 
 
 def parse_args(argv):
@@ -20,6 +44,15 @@ def parse_args(argv):
     p.add_argument("--cfg", type=str, default="", help="YAML config file")
     p.add_argument("--resume", action="store_true", help="continue the run in the config's run folder")
     p.add_argument("--overwrite", action="store_true", help="delete an existing run folder and start afresh")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the effective config (as the run folder's config.yaml) on stdout and exit")
+    p.add_argument("--logit-stand", action="store_true",
+                   help="the logit-standardization repository's flag: for KD, DKD and MLKD, standardize the "
+                        "logits and apply --base-temp and --kd-weight (other methods: no change)")
+    p.add_argument("--base-temp", type=BASE_TEMP, default=None,
+                   help="with --logit-stand: the base temperature (default 2)")
+    p.add_argument("--kd-weight", type=KD_WEIGHT, default=None,
+                   help="with --logit-stand: the KD weight; DKD's ALPHA and BETA are multiplied by it (default 9)")
     add_debug_flag(p)
     p.add_argument("opts", default=None, nargs=argparse.REMAINDER, help="KEY VALUE overrides")
     args = p.parse_args(argv)
@@ -28,8 +61,17 @@ def parse_args(argv):
     args.opts = []
     while i < len(opts):
         if opts[i] in FLAGS:
-            setattr(args, opts[i][2:], True)
+            setattr(args, opts[i][2:].replace("-", "_"), True)
             i += 1
+        elif opts[i] in VALUE_FLAGS:
+            if i + 1 >= len(opts):
+                p.error(f"argument {opts[i]}: expected one argument")
+            parse = BASE_TEMP if opts[i] == "--base-temp" else KD_WEIGHT
+            try:
+                setattr(args, opts[i][2:].replace("-", "_"), parse(opts[i + 1]))
+            except argparse.ArgumentTypeError as e:
+                p.error(f"argument {opts[i]}: {e}")
+            i += 2
         else:
             args.opts += opts[i:i + 2]
             i += 2
@@ -39,8 +81,9 @@ def parse_args(argv):
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
+    ls_flags = {"logit_stand": args.logit_stand, "base_temp": args.base_temp, "kd_weight": args.kd_weight}
     return train(args.cfg or None, args.opts, resume=args.resume, overwrite=args.overwrite, debug=args.debug,
-                 quiet=args.quiet, argv=argv)
+                 quiet=args.quiet, argv=argv, ls_flags=ls_flags, print_config=args.print_config)
 
 
 if __name__ == "__main__":

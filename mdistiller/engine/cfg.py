@@ -334,6 +334,51 @@ def translate_legacy_keys(cfg, explicit):
         )
 
 
+# The logit-standardization (LS) repository's command-line flags, ``--logit-stand
+# --base-temp T --kd-weight W`` (its tools/train.py as of commit f6e5aa5), applied after the
+# file and the KEY VALUE pairs as there, in this project's nodes: for each method LS serves,
+# ``{key: what it becomes}`` with "temp" = T, "weight" = W, "times weight" = value * W.
+LS_DEFAULT_BASE_TEMP, LS_DEFAULT_KD_WEIGHT = 2.0, 9.0  # its --base-temp and --kd-weight defaults
+LS_FLAG_KEYS = {
+    "KD": {"KD.TEMPERATURE": "temp", "KD.LOSS.KD_WEIGHT": "weight"},
+    # LS's MLKD reads its first temperature from KD.TEMPERATURE and its weight from KD.LOSS.KD_WEIGHT
+    "MLKD": {"MLKD.TEMPERATURES[0]": "temp", "MLKD.KD_WEIGHT": "weight"},
+    "DKD": {"DKD.ALPHA": "times weight", "DKD.BETA": "times weight", "DKD.T": "temp"},
+}
+
+
+def apply_ls_flags(cfg, logit_stand=False, base_temp=None, kd_weight=None):
+    """Apply the LS repository's ``--logit-stand``/``--base-temp``/``--kd-weight`` to ``cfg``
+    (not frozen) with its semantics: only with ``logit_stand`` and only for KD, DKD and MLKD
+    (``DISTILLER.LOGIT_STAND`` on, the keys of :data:`LS_FLAG_KEYS` set); otherwise nothing
+    changes, as there, and a warning says so. ``None`` means the flag's default (2, 9)."""
+    given = [f for f, v in (("--base-temp", base_temp), ("--kd-weight", kd_weight)) if v is not None]
+    if not logit_stand:
+        if given:
+            warnings.warn(f"{' and '.join(given)} change{'s' if len(given) == 1 else ''} nothing without "
+                          f"--logit-stand (as in the "
+                          f"logit-standardization repository); add --logit-stand", ConfigWarning, stacklevel=2)
+        return cfg
+    method = cfg.DISTILLER.TYPE
+    if method not in LS_FLAG_KEYS:
+        warnings.warn(f"--logit-stand, --base-temp and --kd-weight change nothing for {method} (in the "
+                      f"logit-standardization repository they serve {', '.join(sorted(LS_FLAG_KEYS))} only)",
+                      ConfigWarning, stacklevel=2)
+        return cfg
+    temp = LS_DEFAULT_BASE_TEMP if base_temp is None else float(base_temp)
+    weight = LS_DEFAULT_KD_WEIGHT if kd_weight is None else float(kd_weight)
+    cfg.DISTILLER.LOGIT_STAND = True
+    for key, rule in LS_FLAG_KEYS[method].items():
+        first_only = key.endswith("[0]")
+        own = key[:-3] if first_only else key
+        current = get_key(cfg, own)
+        value = {"temp": temp, "weight": weight}.get(rule)
+        if value is None:  # "times weight"
+            value = (current[0] if first_only else current) * weight
+        _set(cfg, own, [value, *current[1:]] if first_only else coerce_value(own, current, value))
+    return cfg
+
+
 # ---------------------------------------------------------------------------------------
 # Checks
 # ---------------------------------------------------------------------------------------
@@ -433,8 +478,9 @@ def load_plugins(data, overrides):
     plugins.import_plugins(probe.EXPERIMENT.PLUGINS)
 
 
-def load_cfg(path=None, opts=None, base=None, freeze=True):
-    """Build a run's config: defaults <- YAML (with _BASE_) <- ``KEY VALUE`` overrides.
+def load_cfg(path=None, opts=None, base=None, freeze=True, ls_flags=None):
+    """Build a run's config: defaults <- YAML (with _BASE_) <- ``KEY VALUE`` overrides
+    <- the LS repository's flags ``ls_flags`` (a dict of :func:`apply_ls_flags`' keywords).
 
     ``EXPERIMENT.PLUGINS`` are imported first. Raises ConfigError for a missing file, YAML
     syntax error (with line number), unknown key (with the closest valid key), wrong type,
@@ -449,6 +495,7 @@ def load_cfg(path=None, opts=None, base=None, freeze=True):
     merge_dict(cfg, data, explicit)
     merge_dict(cfg, overrides, explicit)
     translate_legacy_keys(cfg, explicit)
+    apply_ls_flags(cfg, **(ls_flags or {}))
     validate_cfg(cfg)
     if freeze:
         cfg.freeze()
@@ -495,5 +542,5 @@ def show_cfg(cfg):
     print(log_msg("CONFIG:\n{}".format(dump_cfg.dump()), "INFO"))
 
 
-__all__ = ["CFG", "load_cfg", "get_key", "get_default_cfg", "merge_dict", "validate_cfg", "cfg_to_dict",
+__all__ = ["CFG", "load_cfg", "apply_ls_flags", "get_key", "get_default_cfg", "merge_dict", "validate_cfg", "cfg_to_dict",
            "diff_cfg", "overrides_to_dict", "ConfigWarning", "log_msg", "show_cfg"]

@@ -35,11 +35,22 @@ RESUME_FREE_KEYS = ("LOG.", "DATASET.NUM_WORKERS", "SOLVER.EPOCHS", "SOLVER.DEVI
 INTERRUPTED_EXIT = 130
 
 
+def ls_flag_args(ls_flags):
+    """The command-line form of the LS repository's flags (see :func:`~.cfg.apply_ls_flags`)."""
+    ls_flags = ls_flags or {}
+    out = ["--logit-stand"] if ls_flags.get("logit_stand") else []
+    for flag, key in (("--base-temp", "base_temp"), ("--kd-weight", "kd_weight")):
+        if ls_flags.get(key) is not None:
+            out += [flag, f"{ls_flags[key]:g}"]
+    return out
+
+
 def command(args, world_size=1, resume=True):
     """The shell-quoted command that continues (or restarts) this run."""
     launcher = ["torchrun", "--nproc_per_node", str(world_size)] if world_size > 1 else ["python3"]
     cfg = ["--cfg", args.cfg] if args.cfg else []
-    return shlex.join(launcher + ["tools/train_ours.py"] + cfg + (["--resume"] if resume else []) + list(args.opts))
+    return shlex.join(launcher + ["tools/train_ours.py"] + cfg + (["--resume"] if resume else [])
+                      + ls_flag_args(getattr(args, "ls_flags", None)) + list(args.opts))
 
 
 class RunFolder:
@@ -283,22 +294,31 @@ def startup_signals():
 
 
 
-def train(cfg_file=None, opts=(), resume=False, overwrite=False, debug=False, quiet=False, argv=None):
-    """Load the config ``cfg_file`` + ``opts`` (KEY VALUE strings) and run it: the one
-    entry to training for the tools and the tests. Returns the exit code: 0, 2 after a
-    one-line ``error:`` on stderr, 130 when stopped by a signal."""
+def train(cfg_file=None, opts=(), resume=False, overwrite=False, debug=False, quiet=False, argv=None,
+          ls_flags=None, print_config=False):
+    """Load the config ``cfg_file`` + ``opts`` (KEY VALUE strings) + ``ls_flags`` (the LS
+    repository's flags, see :func:`~.cfg.apply_ls_flags`) and run it: the one entry to training
+    for the tools and the tests. With ``print_config``, print the effective config (the run
+    folder's ``config.yaml``) on stdout instead, touching no data, teacher or run folder.
+    Returns the exit code: 0, 2 after a one-line ``error:`` on stderr, 130 when stopped by a signal."""
     from .loggers import setup_logging
 
     opts = [str(o) for o in opts]
-    args = SimpleNamespace(cfg=cfg_file or "", opts=opts, resume=resume, overwrite=overwrite)
+    args = SimpleNamespace(cfg=cfg_file or "", opts=opts, resume=resume, overwrite=overwrite, ls_flags=ls_flags)
     if argv is None:
         argv = (["--cfg", cfg_file] if cfg_file else []) + (["--resume"] if resume else []) + \
-            (["--overwrite"] if overwrite else []) + opts
+            (["--overwrite"] if overwrite else []) + ls_flag_args(ls_flags) + opts
     main_rank = os.environ.get("RANK", "0") == "0"
     # under torchrun, rank 0 alone prints warnings and messages
     with user_errors(debug, quiet=not main_rank) as result, startup_signals():
         try:
-            cfg = load_cfg(cfg_file or None, opts)
+            cfg = load_cfg(cfg_file or None, opts, ls_flags=ls_flags)
+            if print_config:
+                if main_rank:
+                    sys.stdout.write(cfg.dump())
+                    sys.stdout.flush()
+                result["code"] = 0
+                return 0
             with setup_logging(cfg.LOG.LEVEL, quiet=quiet or not main_rank), cpu_threads(cfg.SOLVER.DEVICE):
                 result["code"] = run(cfg, args, argv)  # cpu_threads: idle cores only, on a shared machine
         except KeyboardInterrupt:  # a signal before the trainer's handlers are set
