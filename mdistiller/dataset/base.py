@@ -28,7 +28,8 @@ class DatasetSpec:
 
     ``model_family`` is ``"cifar"`` for 32x32 data (the CIFAR model zoo) or ``"imagenet"``;
     ``pad`` is the zero padding of the weak view's random crop (0 = the worker already
-    cropped, so the weak view is a flip only).
+    cropped, so the weak view is a flip only); ``rotate`` > 0 rotates the views first by an
+    angle uniform in [-rotate, rotate] degrees (torchvision's ``RandomRotation``).
     """
 
     train: Dataset
@@ -39,6 +40,7 @@ class DatasetSpec:
     std: tuple
     image_size: int
     pad: int
+    rotate: float = 0.0
 
     @property
     def num_train(self):

@@ -419,6 +419,11 @@ def validate_framework_keys(cfg):
 
     if str(cfg.LOG.LEVEL).upper() not in LEVELS:
         raise ConfigError(f"LOG.LEVEL '{cfg.LOG.LEVEL}' is not a level; set one of {', '.join(LEVELS)}")
+    from ..dataset.tiny_imagenet import VIEWS
+
+    if data.TINY_IMAGENET_VIEW not in VIEWS:
+        raise ConfigError(f"DATASET.TINY_IMAGENET_VIEW '{data.TINY_IMAGENET_VIEW}' is not a view; set "
+                          f"{' or '.join(VIEWS)}")
     if data.ROOT and os.path.isfile(data.ROOT):
         raise ConfigError(f"DATASET.ROOT '{data.ROOT}' is a file; set it to the dataset's folder")
 

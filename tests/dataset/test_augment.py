@@ -73,6 +73,26 @@ def test_weak_view_is_padded_crop_and_flip_of_recorded_parameters():
         torch.testing.assert_close(out[i], normalize(expected[None])[0])
 
 
+def test_rotation_view_is_torchvision_random_rotation_then_flip():
+    """Tiny-ImageNet's view (upstream: RandomRotation(20), RandomHorizontalFlip): each sample
+    is PIL's nearest-neighbour rotation by its recorded angle (torchvision's call, black
+    fill), then flipped where recorded, with no crop; the angles are uniform in [-20, 20]."""
+    import torchvision.transforms.functional as TF
+
+    batch = make_batch(n=48, size=64)
+    spec = DatasetSpec(None, None, num_classes=10, model_family="tiny_imagenet", mean=MEAN, std=STD,
+                       image_size=64, pad=0, rotate=20.0)
+    t = build_batch_transform(spec, 1, True, "cpu", generator=torch.Generator().manual_seed(3), record=True)
+    out = t(batch)["image"]
+    p = t.last_params["weak"]
+    assert p["oy"].eq(0).all() and p["ox"].eq(0).all()
+    assert -20 <= p["angle"].min() < -10 and 10 < p["angle"].max() <= 20
+    for i in range(48):
+        im = TF.rotate(as_pil(batch["image"][i]), float(p["angle"][i]))  # NEAREST, fill 0, as RandomRotation
+        expected = from_pil(TF.hflip(im) if p["flip"][i] else im)
+        torch.testing.assert_close(out[i], normalize(expected[None])[0])
+
+
 def test_imagenet_size_weak_view_is_flip_only():
     x = make_batch(n=8, size=40)["image"]
     flip = torch.tensor([True, False] * 4)
