@@ -23,13 +23,11 @@ import pytest
 
 from mdistiller.distillers import DISTILLERS
 from mdistiller.engine.cfg import get_key, load_cfg
-from tests.configs.helpers import assert_trains_a_step
+from tests.configs.helpers import assert_trains_a_step, same, translate_reference
 from tests.conftest import REPO_ROOT, load_reference
 
 REF = load_reference("sld_repo_configs")
 NOT_READ = ("EXPERIMENT.", "SOLVER.TRAINER")
-SLD_FIXED = {"SLD.TEMPERATURES": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0], "SLD.GAMMA": 150}
-MLKD_FIXED_TAIL = [3.0, 5.0, 2.0, 6.0]
 IMAGENET_FEATURE_FILES = [f"configs/imagenet/{pair}/{m}.yaml" for pair, methods in
                           (("r34_r18", ("at", "crd", "reviewkd")), ("r50_mv2", ("at", "crd", "ofd", "reviewkd")))
                           for m in methods]
@@ -49,37 +47,11 @@ def load_ours(rel):
 
 def expected_values(rel):
     """``{our key: value}`` the shipped file must have for the reference file ``rel``."""
-    ref = effective(rel)
-    method = ref["DISTILLER.TYPE"]
-    moved = DISTILLERS[method].legacy_keys
-    out = {}
-    for key, value in ref.items():
-        if key.startswith(NOT_READ):
-            continue
-        if key in moved:
-            if moved[key] is None:  # the reference method ignores it
-                continue
-            if moved[key].endswith("[0]"):  # MLKD's first temperature
-                out[moved[key][:-3]] = [float(value)] + MLKD_FIXED_TAIL
-                continue
-            key = moved[key]
-        out[key] = value
-    if method == "SLD":
-        out.update(SLD_FIXED)
-    if method == "NONE":
-        del out["DISTILLER.TEACHER"]
+    out = translate_reference(effective(rel), NOT_READ)
     if rel in MOBILENET_V1_FILES:
         assert out["DISTILLER.STUDENT"] == "MobileNetV2"
         out["DISTILLER.STUDENT"] = "MobileNetV1"
     return out
-
-
-def same(a, b):
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
-    if isinstance(a, bool) or isinstance(b, bool):
-        return a is b
-    return a == b
 
 
 def test_reference_record_is_complete():
