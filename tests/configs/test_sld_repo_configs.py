@@ -94,3 +94,14 @@ def test_imagenet_feature_file_builds_its_pair_and_trains_a_step(rel):
     are those of a 224 input."""
     cfg = load_ours(rel)
     assert_trains_a_step(cfg, "imagenet", 1000, 224 if cfg.DISTILLER.TYPE == "REVIEWKD" else 64)
+
+
+@pytest.mark.parametrize("method", ["sld", "mlkd", "kd", "dkd"])
+def test_r50_mv1_file_is_the_reference_r50_mv2_run_with_mobilenet_v1(method):
+    """``imagenet/r50_mv1/<method>.yaml``: the reference's ``r50_mv2`` run, whose student had
+    MobileNetV1's architecture, with that architecture's name (configs/README.md)."""
+    rel = f"configs/imagenet/r50_mv2/{method}.yaml"
+    want = {**expected_values(rel), "DISTILLER.STUDENT": "MobileNetV1"}
+    cfg = load_ours(f"configs/imagenet/r50_mv1/{method}.yaml")
+    differ = {k: (get_key(cfg, k), v) for k, v in want.items() if not same(get_key(cfg, k), v)}
+    assert not differ, differ
