@@ -260,7 +260,7 @@ class Trainer:
     def state(self, epoch, **extra):
         state = {"epoch": epoch, "model": self.distiller.state_dict(), "optimizer": self.optimizer.state_dict(),
                  "best_acc": self.best_acc, "best_epoch": self.best_epoch, "best_score": self.best_score,
-                 "global_step": self.global_step,
+                 "selected_on": self.selected_on, "global_step": self.global_step,
                  "history": [r for r in self.history if r["epoch"] <= epoch]}
         if self.scaler is not None:
             state["scaler"] = self.scaler.state_dict()
