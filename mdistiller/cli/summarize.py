@@ -302,8 +302,10 @@ def compare(x, y, paired=False):
         from scipy import stats
     except ImportError:
         raise ConfigError(f"--baseline needs scipy for its t-tests: {STATS_EXTRA}") from None
-    res = stats.ttest_rel(x, y) if paired else stats.ttest_ind(x, y, equal_var=False)
-    ci = res.confidence_interval(0.95)
+    with warnings.catch_warnings():  # near-identical figures: scipy warns, its numbers stand
+        warnings.simplefilter("ignore", RuntimeWarning)
+        res = stats.ttest_rel(x, y) if paired else stats.ttest_ind(x, y, equal_var=False)
+        ci = res.confidence_interval(0.95)
     diff = statistics.fmean(a - b for a, b in zip(x, y)) if paired else statistics.fmean(x) - statistics.fmean(y)
     interval = [_finite_or_none(ci.low), _finite_or_none(ci.high)]
     return diff, (None if None in interval else interval), _finite_or_none(res.pvalue)
