@@ -4,6 +4,7 @@ for every dataset type; exact resume."""
 
 import json
 import os
+import warnings
 
 import pytest
 import torch
@@ -228,3 +229,39 @@ def test_resume_with_holdout_is_exact(tmp_path):
     assert read_split(tmp_path, "straight") == read_split(tmp_path, "resumed")
     best = [load_checkpoint(os.path.join(run_dir(tmp_path, n), "student_best")) for n in ("straight", "resumed")]
     assert best[0]["epoch"] == best[1]["epoch"] == straight[-1]["selected_epoch"]
+
+
+def test_summarize_json_on_trained_runs_matches_their_records_and_scipy(tmp_path, capsys):
+    """Two learning rates x two seeds with a holdout: summarize's selected figure is the
+    test_acc of each run's recorded selected_epoch, and --baseline matches scipy."""
+    stats = pytest.importorskip("scipy.stats")
+    from mdistiller.cli import summarize
+
+    for lr in ("0.05", "0.2"):
+        for seed in ("0", "1"):
+            assert train_main(tiny_argv(tmp_path, f"lr{lr}_s{seed}", "DISTILLER.TYPE", "NONE", "DATASET.HOLDOUT",
+                                        "0.2", "SOLVER.EPOCHS", "3", "SOLVER.LR", lr, "EXPERIMENT.SEED", seed)) == 0
+    capsys.readouterr()
+    assert summarize.main([str(tmp_path / "out"), "--baseline", "SOLVER.LR=0.05", "--json"]) == 0
+    out, err = capsys.readouterr()
+    groups = {g["config"]["SOLVER.LR"]: g for g in json.loads(out)}
+    figures = {}
+    for lr, g in groups.items():
+        for run in g["runs"]:
+            records = metrics(tmp_path, os.path.basename(run["run"]))
+            chosen = records[-1]["selected_epoch"]
+            assert run["selected"] == records[chosen - 1]["test_acc"] == records[-1]["best_acc"]
+            assert run["last"] == records[-1]["test_acc"]
+            figures.setdefault(lr, []).append(run["selected"])
+    with warnings.catch_warnings():  # equal figures: scipy warns and returns nan
+        warnings.simplefilter("ignore", RuntimeWarning)
+        ref = stats.ttest_ind(figures[0.2], figures[0.05], equal_var=False)
+    got = groups[0.2]
+    assert got["metric"] == "selected" and got["n_compared"] == 2
+    if ref.pvalue == ref.pvalue:  # defined (the figures are not all equal)
+        ci = ref.confidence_interval(0.95)
+        assert abs(got["p_value"] - ref.pvalue) < 1e-9
+        assert abs(got["ci95"][0] - ci.low) < 1e-9 and abs(got["ci95"][1] - ci.high) < 1e-9
+    else:
+        assert got["p_value"] is None and got["ci95"] is None
+    assert abs(got["diff"] - (sum(figures[0.2]) - sum(figures[0.05])) / 2) < 1e-9
