@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 
 from ..engine.cfg import ConfigWarning, cfg_to_dict, load_cfg
 from ..engine.loggers import read_metrics
-from ..engine.selection import HOLDOUT, TEST, select_epoch
+from ..engine.selection import HOLDOUT, select_epoch
 from ..utils.errors import ConfigError, DataError, MdistillerError
 from .common import ArgumentParser, add_debug_flag, run_tool
 

@@ -7,7 +7,6 @@ training device (see :mod:`mdistiller.dataset.augment`), so workers only decode 
 full-size images, crop).
 """
 
-import copy
 from dataclasses import dataclass
 from typing import Optional
 

@@ -34,7 +34,7 @@ CFG.DATASET.ROOT = ""  # where the data lives; empty = the dataset's default und
 CFG.DATASET.NUM_WORKERS = 2  # data-loader worker processes
 CFG.DATASET.SUBSET = 1.0  # fraction of the training set used (a fixed, seeded subset)
 CFG.DATASET.VAL_SUBSET = 1.0  # fraction of the validation set used (a fixed subset)
-CFG.DATASET.HOLDOUT = 0.0  # fraction of each training class held out (never trained on) to select the reported epoch; 0 = off (selected on the test set)
+CFG.DATASET.HOLDOUT = 0.0  # fraction of each training class held out to select the reported epoch; 0 = off (test set)
 CFG.DATASET.HOLDOUT_SEED = 0  # seed of the holdout split, independent of EXPERIMENT.SEED (one split for a whole study)
 CFG.DATASET.IMAGE_SIZE = 0  # imagefolder, tiny_imagenet: image side (32 = CIFAR-style pipeline); 0 = their default
 CFG.DATASET.AUG_ON_DEVICE = True  # build augmented views on the training device, after collation
