@@ -265,3 +265,27 @@ def test_summarize_json_on_trained_runs_matches_their_records_and_scipy(tmp_path
     else:
         assert got["p_value"] is None and got["ci95"] is None
     assert abs(got["diff"] - (sum(figures[0.2]) - sum(figures[0.05])) / 2) < 1e-9
+
+
+def test_mid_epoch_interrupt_with_holdout_resumes_exactly(tmp_path, monkeypatch):
+    common = ["DISTILLER.TYPE", "NONE", "DATASET.HOLDOUT", "0.2", "EXPERIMENT.DETERMINISTIC", "True",
+              "SOLVER.EPOCHS", "3"]
+    assert train_main(tiny_argv(tmp_path, "straight", *common)) == 0
+    real_step, calls = trainer_mod.Trainer.train_step, {"n": 0}
+
+    def step(self, batch, epoch):
+        out = real_step(self, batch, epoch)
+        calls["n"] += 1
+        self._stop = calls["n"] == 4  # epoch 2, step 1 (3 steps per epoch: 38 images, batch 16)
+        return out
+
+    monkeypatch.setattr(trainer_mod.Trainer, "train_step", step)
+    assert train_main(tiny_argv(tmp_path, "cut", *common)) == 130
+    monkeypatch.setattr(trainer_mod.Trainer, "train_step", real_step)
+    assert train_main(["--resume"] + tiny_argv(tmp_path, "cut", *common)) == 0
+    keys = ("epoch", "val_acc", "test_acc", "best_acc", "selected_epoch")
+    cut, straight = metrics(tmp_path, "cut"), metrics(tmp_path, "straight")
+    assert [[r[k] for k in keys] for r in cut] == [[r[k] for k in keys] for r in straight]
+    assert [r["train_loss"] for r in cut] == pytest.approx([r["train_loss"] for r in straight])
+    a, b = (load_checkpoint(os.path.join(run_dir(tmp_path, n), "student_best")) for n in ("straight", "cut"))
+    assert a["epoch"] == b["epoch"] and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
