@@ -26,6 +26,7 @@ setup(
     python_requires=">=3.9",
     install_requires=requirements,
     # timm: optional (timm:<name> models); it pulls in huggingface_hub, which the zoo never needs
-    extras_require={"test": ["pytest>=7", "hypothesis>=6", "timm>=1.0"], "timm": ["timm>=1.0"]},
+    extras_require={"test": ["pytest>=7", "hypothesis>=6", "timm>=1.0", "scipy>=1.11"], "timm": ["timm>=1.0"],
+                    "stats": ["scipy>=1.11"]},
     entry_points={"console_scripts": CONSOLE_SCRIPTS},
 )

@@ -3,10 +3,13 @@
 ``-c`` takes a checkpoint file (a ``{"model": state_dict}`` file, one of our run files, or
 an mdistiller distiller checkpoint), ``pretrain`` (mdistiller's teacher location), or a run
 folder, whose ``student_best`` is evaluated with the model and dataset of its config.yaml.
+The line it prints names the checkpoint file and, for a run's files, the epoch and how it
+was selected (on the holdout with ``DATASET.HOLDOUT``, else on the test set: optimistic).
 """
 
 import argparse
 import os
+import re
 import sys
 
 from torch.utils.data import DataLoader
@@ -56,6 +59,25 @@ def resolve(args):
     return cfg, args.model or cfg.DISTILLER.STUDENT, ckpt
 
 
+def selection_of(path):
+    """How the run file ``path`` was chosen: ``"epoch E, selected on ..."`` for
+    ``best``/``student_best``, ``"epoch E, the last finished epoch"`` for ``latest`` files,
+    ``"epoch E"`` for ``epoch_N``/``student_N``; "" for other files."""
+    from ..engine.checkpoint import load_checkpoint
+    from ..engine.selection import TEST, describe
+
+    name = os.path.basename(path)
+    if not re.fullmatch(r"(student_)?(best|latest|\d+)|epoch_\d+", name):
+        return ""
+    obj = load_checkpoint(path)
+    epoch = obj.get("epoch") if isinstance(obj, dict) else None
+    if not isinstance(epoch, int):
+        return ""
+    if name.endswith("best"):  # files written before holdouts existed were selected on the test set
+        return f"epoch {epoch}, {describe(obj.get('selected_on', TEST))}"
+    return f"epoch {epoch}, the last finished epoch" if name.endswith("latest") else f"epoch {epoch}"
+
+
 def evaluate_checkpoint(args):
     from ..dataset import build_batch_transform, get_dataset
     from ..engine.build import teacher_checkpoint_path
@@ -80,8 +102,9 @@ def evaluate_checkpoint(args):
     loader = DataLoader(spec.val, batch_size=args.batch_size, shuffle=False, num_workers=args.workers)
     transform = build_batch_transform(spec, 1, train=False, device=device)
     res = evaluate(lambda x: model(x)[0], loader, transform, DistContext(device=device))
-    print(f"{name} {os.path.basename(ckpt)} on {cfg.DATASET.TYPE}: top-1 {res['top1']:.2f}  top-5 {res['top5']:.2f}  "
-          f"loss {res['loss']:.4f}  ({res['count']} images)")
+    how = selection_of(ckpt)
+    print(f"{name} {ckpt} on {cfg.DATASET.TYPE}: top-1 {res['top1']:.2f}  top-5 {res['top5']:.2f}  "
+          f"loss {res['loss']:.4f}  ({res['count']} images)" + (f"; {how}" if how else ""))
     return 0
 
 

@@ -7,6 +7,7 @@ independently, from which the strong view is made (the reference builds its two 
 two independent ``RandomResizedCrop(224)`` + flip pipelines).
 """
 
+import copy
 import os
 
 from torch.utils.data import Dataset
@@ -27,11 +28,24 @@ class ImageFolderDataset(Dataset):
     plus ``crop_strong`` (an independent second crop) in training with two views (:meth:`set_views`)."""
 
     def __init__(self, root, train, size=SIZE):
-        crop = [v2.RandomResizedCrop(size)] if train else [v2.Resize(round(size * 256 / 224)), v2.CenterCrop(size)]
-        self.transform = v2.Compose(crop + [v2.PILToTensor()])
         self.folder = ImageFolder(root)
         self.targets = self.folder.targets
-        self.train, self.views = train, 1
+        self.size, self.views = size, 1
+        self._set_train(train)
+
+    def _set_train(self, train):
+        size = self.size
+        crop = [v2.RandomResizedCrop(size)] if train else [v2.Resize(round(size * 256 / 224)), v2.CenterCrop(size)]
+        self.transform = v2.Compose(crop + [v2.PILToTensor()])
+        self.train = train
+
+    def eval_view(self):
+        """These images with the validation crop (a training split's holdout), sharing the
+        folder listing."""
+        view = copy.copy(self)
+        view._set_train(False)
+        view.views = 1
+        return view
 
     def set_views(self, num_views):
         """Views the training pipeline makes: with 2, each item carries a second, independent crop."""

@@ -131,13 +131,22 @@ def build_loaders(cfg, spec, num_views=1, rank=0, world_size=1, seed=0):
     """
     set_views(spec.train, num_views)
     check_batch(cfg, world_size)
-    workers = cfg.DATASET.NUM_WORKERS
-    common = dict(num_workers=workers, pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0)
+    common = loader_options(cfg)
     train_sampler = ShardBatchSampler(len(spec.train), cfg.SOLVER.BATCH_SIZE // world_size, rank, world_size,
                                       shuffle=True, seed=seed, pad=True, drop_single=True)
-    val_sampler = ShardBatchSampler(len(spec.val), math.ceil(cfg.DATASET.TEST.BATCH_SIZE / world_size),
-                                    rank, world_size)
     train = DataLoader(spec.train, batch_sampler=train_sampler,
                        generator=torch.Generator().manual_seed(seed + rank), **common)
-    val = DataLoader(spec.val, batch_sampler=val_sampler, **common)
-    return train, val
+    return train, build_eval_loader(cfg, spec.val, rank, world_size)
+
+
+def build_eval_loader(cfg, dataset, rank=0, world_size=1):
+    """This rank's evaluation loader of ``dataset`` (the test split, or the holdout): in
+    index order, ``DATASET.TEST.BATCH_SIZE`` global, each sample on exactly one rank."""
+    sampler = ShardBatchSampler(len(dataset), math.ceil(cfg.DATASET.TEST.BATCH_SIZE / world_size), rank, world_size)
+    return DataLoader(dataset, batch_sampler=sampler, **loader_options(cfg))
+
+
+def loader_options(cfg):
+    """DataLoader options every loader of a run shares (workers, pinned memory)."""
+    workers = cfg.DATASET.NUM_WORKERS
+    return dict(num_workers=workers, pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0)

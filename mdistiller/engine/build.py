@@ -8,7 +8,7 @@ import torch
 
 from ..dataset import get_dataset
 from ..dataset.augment import build_batch_transform
-from ..dataset.loader import build_loaders
+from ..dataset.loader import build_eval_loader, build_loaders
 from ..distillers import build_distiller, views_for_cfg  # noqa: F401  (build_distiller: re-exported)
 from ..distillers.combine import method_classes, uses_teacher
 from ..models import MODEL_FAMILIES, build_model, check_model_name, split_source
@@ -104,7 +104,8 @@ def check_cpp_compiler():
 
 
 def build_run(cfg, ctx, seed=0):
-    """Return ``(spec, distiller, (train_loader, val_loader), (train_tf, val_tf), generator)``.
+    """Return ``(spec, distiller, loaders, (train_tf, val_tf), generator)``; ``loaders`` is
+    ``(train_loader, val_loader)``, plus the holdout's loader with ``DATASET.HOLDOUT``.
 
     The distiller is placed by :func:`place_distiller`. Raises the project's errors for
     unknown names and bad files.
@@ -127,6 +128,8 @@ def build_run(cfg, ctx, seed=0):
     distiller = place_distiller(cfg, build_distiller(cfg, student, teacher, spec), ctx.device)
     views = views_for_cfg(cfg)
     loaders = build_loaders(cfg, spec, views, rank=ctx.rank, world_size=ctx.world_size, seed=seed)
+    if spec.holdout is not None:
+        loaders += (build_eval_loader(cfg, spec.holdout, ctx.rank, ctx.world_size),)
     generator = torch.Generator()  # augmentation parameters are drawn on the CPU
     generator.manual_seed(seed)
     transforms = (build_batch_transform(spec, views, train=True, device=ctx.device, generator=generator),

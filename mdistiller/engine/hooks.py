@@ -39,6 +39,7 @@ import torch
 
 from ..utils.errors import NonFiniteLossError
 from .checkpoint import save_checkpoint
+from .selection import describe, report
 from .utils import rng_state
 
 try:
@@ -153,7 +154,8 @@ class NanWatch(HookBase):
 class EpochCheckpoint(HookBase):
     """Commit the epoch (rank 0): ``latest`` with the metrics history, and mdistiller's
     side files student_latest, epoch_N/student_N every SAVE_CHECKPOINT_FREQ epochs,
-    best/student_best on a new best, all or none
+    best/student_best when the epoch is selected (:mod:`~mdistiller.engine.selection`; the
+    student files say on which split, ``selected_on``), all or none
     (:class:`~mdistiller.engine.runfolder.EpochCommit`)."""
 
     def after_epoch(self, epoch, record):
@@ -163,7 +165,10 @@ class EpochCheckpoint(HookBase):
         if not t.ctx.is_main or t.run_dir is None:
             return
         state = t.state(epoch)
-        student = {"model": t.distiller.student.state_dict(), "epoch": epoch, "acc": record["test_acc"]}
+        student = {"model": t.distiller.student.state_dict(), "epoch": epoch, "acc": record["test_acc"],
+                   "selected_on": t.selected_on}
+        if "val_acc" in record:
+            student["val_acc"] = record["val_acc"]
         side = {"student_latest": student}
         if epoch % t.cfg.LOG.SAVE_CHECKPOINT_FREQ == 0:
             side.update({f"epoch_{epoch}": state, f"student_{epoch}": student})
@@ -219,13 +224,16 @@ class MetricsLog(HookBase):
         if self.run_logger is not None:
             self.run_logger.epoch(epoch, record["lr"], record, t.global_step)
         if t.ctx.is_main and t.run_dir:
+            held = f"val_acc {record['val_acc']:.2f} " if "val_acc" in record else ""
             logger.info(f"epoch {epoch}: train_acc {record['train_acc']:.2f} train_loss {record['train_loss']:.4f} "
-                        f"test_acc {record['test_acc']:.2f} test_acc_top5 {record['test_acc_top5']:.2f} "
-                        f"best {t.best_acc:.2f}")
+                        f"{held}test_acc {record['test_acc']:.2f} test_acc_top5 {record['test_acc_top5']:.2f} "
+                        f"best {t.best_acc:.2f} (epoch {t.best_epoch}, {describe(t.selected_on)})")
 
     def after_train(self):
         if self.run_logger is not None:
-            self.run_logger.text(f"best_acc\t{self.trainer.best_acc:.2f}")
+            t = self.trainer
+            self.run_logger.text(f"best_acc\t{t.best_acc:.2f}")
+            self.run_logger.text(report(t.best_acc, t.best_epoch, t.selected_on))
 
 
 class SignalStop(HookBase):

@@ -138,12 +138,14 @@ def check_resume_config(cfg, state, path):
     return {k: [flat_saved[k], get_key(cfg_to_dict(cfg), k)] for k in changed if not k.startswith("LOG.")}
 
 
-def write_start_files(run_dir, cfg, args, argv, ctx, state, changes):
+def write_start_files(run_dir, cfg, args, argv, ctx, state, changes, split=None):
     from .runfolder import atomic_write_text
     from .utils import provenance
 
     # on resume only RESUME_FREE_KEYS may differ (e.g. more epochs): record them
     atomic_write_text(os.path.join(run_dir, "config.yaml"), cfg.dump())
+    if split is not None:  # DATASET.HOLDOUT: which training images were held out
+        atomic_write_text(os.path.join(run_dir, "split.json"), json.dumps(split))
     if state is None:
         atomic_write_text(os.path.join(run_dir, "provenance.json"),
                           json.dumps(provenance(cfg, argv, ctx.world_size), indent=2))
@@ -185,6 +187,7 @@ def run(cfg, args, argv):
     from .hooks import HardStop, StopRequested
     from .loggers import RunLogger
     from .runfolder import describe_os_error
+    from .selection import report
     from .trainer import Trainer
     from .utils import derive_seed, seed_everything, set_deterministic
 
@@ -216,7 +219,7 @@ def run(cfg, args, argv):
         if ctx.is_main:
             folder.prepare_fresh()
             logger = RunLogger(cfg, run_dir, resume=state is not None)  # fails early without wandb credentials
-            write_start_files(run_dir, cfg, args, argv, ctx, state, changes)
+            write_start_files(run_dir, cfg, args, argv, ctx, state, changes, spec.split)
         started = True
         ctx.barrier()
         trainer = Trainer(cfg, distiller, loaders, transforms, ctx, run_dir=run_dir, logger=logger,
@@ -224,9 +227,10 @@ def run(cfg, args, argv):
         dry_run(trainer, distiller, cfg)
         extra = distiller.get_extra_parameters()
         if logger is not None:
+            held = f", {len(spec.holdout)} held out" if spec.holdout is not None else ""
             logger.text(f"run {run_dir}: {cfg.DISTILLER.TYPE} {cfg.DISTILLER.TEACHER} -> {cfg.DISTILLER.STUDENT} on "
-                        f"{cfg.DATASET.TYPE} ({len(loaders[0].dataset)} train images), world size {ctx.world_size}, "
-                        f"device {ctx.device}, extra parameters {extra}")
+                        f"{cfg.DATASET.TYPE} ({len(loaders[0].dataset)} train images{held}), world size "
+                        f"{ctx.world_size}, device {ctx.device}, extra parameters {extra}")
             if changes:
                 logger.text(f"resumed with changed settings: {json.dumps(changes)}")
         if state is not None:
@@ -253,7 +257,7 @@ def run(cfg, args, argv):
             if logger is not None:
                 logger.close()
         if ctx.is_main:
-            log.info(f"best test top-1 {best:.2f}; run folder {run_dir}")
+            log.info(f"{report(best, trainer.best_epoch, trainer.selected_on)}; run folder {run_dir}")
         return 0
     except HardStop:
         print(f"error: stopped by a second signal without saving; the last epoch-end checkpoint is intact; "

@@ -24,6 +24,7 @@ from ..dataset.loader import prefetch_to_device, set_epoch, to_device
 from ..utils.errors import ConfigError
 from .dot import build_dot, uses_dot
 from .hooks import EpochState, HardStop, StopRequested, default_hooks  # noqa: F401 (re-exported)
+from .selection import improves, selected_on, selection_key
 from .utils import derive_seed, retain_host_memory, seed_everything, set_rng_state, topk_correct
 
 
@@ -80,7 +81,10 @@ class Trainer:
         self.ctx = ctx
         self.device = ctx.device
         self.distiller = distiller
-        self.train_loader, self.val_loader = loaders
+        self.train_loader, self.val_loader = loaders[:2]
+        # DATASET.HOLDOUT: the held-out training images, which then select the reported epoch
+        self.holdout_loader = loaders[2] if len(loaders) > 2 else None
+        self.selected_on = selected_on(self.holdout_loader is not None)
         self.train_transform, self.val_transform = transforms
         self.run_dir = run_dir
         self.logger = logger
@@ -102,8 +106,10 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype is torch.float16 else None
         self.cuda_graphs = (cfg.SOLVER.COMPILE and self.device.type == "cuda"
                             and cfg.SOLVER.COMPILE_MODE in ("reduce-overhead", "max-autotune"))
-        self.start_epoch, self.start_step, self.best_acc = 1, 0, -1.0
-        self.best_epoch, self.history = 0, []  # kept in every checkpoint: the run's record
+        # the selected epoch (see end_epoch), its test top-1 and its selection score; with the
+        # history, kept in every checkpoint: the run's record
+        self.start_epoch, self.start_step, self.best_acc, self.best_score = 1, 0, -1.0, -1.0
+        self.best_epoch, self.history = 0, []
         self.global_step = 0
         self._partial = None  # statistics of an interrupted epoch being resumed
         self._stop = False  # a stop request (SignalStop sets it; tests too)
@@ -237,10 +243,11 @@ class Trainer:
         ep.step, ep.batch_size, ep._values = step, n, None
         ep.read = step % self.cfg.LOG.READ_FREQ == 0 or step == ep.steps
 
-    def evaluate(self, model_fn=None):
-        """Validation of the student (or ``model_fn``) over the whole validation set."""
+    def evaluate(self, model_fn=None, loader=None):
+        """Validation of the student (or ``model_fn``) over the whole validation set (or
+        ``loader``'s samples, e.g. the holdout's), with the test transform."""
         self.distiller.eval()
-        return evaluate(model_fn or self.distiller.forward_test, self.val_loader, self.val_transform,
+        return evaluate(model_fn or self.distiller.forward_test, loader or self.val_loader, self.val_transform,
                         self.ctx, self.autocast, self.memory_format)
 
     def evaluate_teacher(self):
@@ -252,7 +259,8 @@ class Trainer:
     # ---------------------------------------------------------------------------------
     def state(self, epoch, **extra):
         state = {"epoch": epoch, "model": self.distiller.state_dict(), "optimizer": self.optimizer.state_dict(),
-                 "best_acc": self.best_acc, "best_epoch": self.best_epoch, "global_step": self.global_step,
+                 "best_acc": self.best_acc, "best_epoch": self.best_epoch, "best_score": self.best_score,
+                 "selected_on": self.selected_on, "global_step": self.global_step,
                  "history": [r for r in self.history if r["epoch"] <= epoch]}
         if self.scaler is not None:
             state["scaler"] = self.scaler.state_dict()
@@ -263,11 +271,14 @@ class Trainer:
         return state
 
     def end_epoch(self, epoch, record):
-        """The run's record of a finished epoch, on every rank: the best accuracy (ties go to
-        the later epoch) and the history kept in every checkpoint."""
-        if record["test_acc"] >= self.best_acc:
-            self.best_acc, self.best_epoch = record["test_acc"], epoch
-        record["best_acc"] = self.best_acc
+        """The run's record of a finished epoch, on every rank: the selected epoch so far
+        (:mod:`mdistiller.engine.selection`: the highest ``val_acc`` with a holdout, ties to
+        the earliest; else the highest ``test_acc``, ties to the latest), its test top-1 as
+        ``best_acc``, and the history kept in every checkpoint."""
+        score = record[selection_key(self.holdout_loader is not None)]
+        if improves(score, self.best_score, self.selected_on):
+            self.best_score, self.best_acc, self.best_epoch = score, record["test_acc"], epoch
+        record["best_acc"], record["selected_epoch"] = self.best_acc, self.best_epoch
         self.history = [r for r in self.history if r["epoch"] < epoch] + [record]
 
     def load_state(self, state):
@@ -278,6 +289,7 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         self.best_acc = state.get("best_acc", -1.0)
         self.best_epoch, self.history = state.get("best_epoch", 0), list(state.get("history", []))
+        self.best_score = state.get("best_score", self.best_acc)
         self.global_step = state.get("global_step", 0)
         inter = state.get("interrupted")
         if inter:
@@ -296,8 +308,8 @@ class Trainer:
     # the loop
     # ---------------------------------------------------------------------------------
     def train(self):
-        """Train from ``start_epoch`` to ``SOLVER.EPOCHS`` with the hooks; returns the best
-        test top-1."""
+        """Train from ``start_epoch`` to ``SOLVER.EPOCHS`` with the hooks; returns the test
+        top-1 of the selected epoch (``best_acc``)."""
         try:
             self._call("before_train")
             for epoch in range(self.start_epoch, self.cfg.SOLVER.EPOCHS + 1):
@@ -307,8 +319,11 @@ class Trainer:
                     "epoch": epoch, "lr": lr_at(self.cfg, epoch),
                     "train_acc": train_stats["train_acc"], "train_loss": train_stats["train_loss"],
                     "test_acc": val["top1"], "test_acc_top5": val["top5"], "test_loss": val["loss"],
-                    "best_acc": None, "time": train_stats["train_time"], "losses": train_stats["losses"],
                 }
+                if self.holdout_loader is not None:  # holdout top-1 and loss, beside the test's
+                    held = self.evaluate(loader=self.holdout_loader)
+                    record.update(val_acc=held["top1"], val_loss=held["loss"])
+                record.update(best_acc=None, time=train_stats["train_time"], losses=train_stats["losses"])
                 self.end_epoch(epoch, record)
                 self._call("after_epoch", epoch, record)
             self._call("after_train")
