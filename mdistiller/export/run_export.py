@@ -98,7 +98,7 @@ def test_images(spec, n):
     return torch.stack([it["image"] for it in items]), torch.tensor([int(it["target"]) for it in items])
 
 
-def _in_batches(fn, x, batch):
+def in_batches(fn, x, batch):
     """``fn`` over ``x`` in chunks: of exactly ``batch`` (the last one padded) when fixed,
     else of varying sizes (1, then up to 64) to exercise the dynamic batch dimension."""
     outs, i = [], 0
@@ -128,7 +128,7 @@ def parity(model, exported, spec, images, targets, preprocess, batch, random_inp
     def out(u8):
         return exported(u8 if preprocess else _normalize(u8, spec))
 
-    a, b = _in_batches(ref, x, batch), _in_batches(out, x, batch)
+    a, b = in_batches(ref, x, batch), in_batches(out, x, batch)
     n = len(images)
     return {"test_images": n, "random_inputs": random_inputs,
             "max_abs_logit_diff": float((a - b).abs().max()),
@@ -214,6 +214,10 @@ def model_card(cfg, spec, model, run_dir, ckpt_path, obj, fmt, file_name, opset,
     }
 
 
+def _pct(x):
+    return f"{x:.2f}" if isinstance(x, (int, float)) else "unknown"
+
+
 def card_readme(card):
     """A short README.md for a person, from the card."""
     acc = card["accuracy"]
@@ -231,14 +235,15 @@ def card_readme(card):
         f"# {card['student']} ({card['method']}) on {card['dataset']}",
         "",
         f"`{card['file']}` ({card['format']}) is the student "
-        + (f"distilled from {card['teacher']} " if card["teacher"] else "trained without a teacher ")
-        + f"with {card['method']}, checkpoint `{card['checkpoint']['file']}` (epoch {card['checkpoint']['epoch']}).",
+        + (f"distilled from {card['teacher']} with {card['method']}" if card["teacher"] else "trained without a teacher")
+        + f", checkpoint `{card['checkpoint']['file']}` (epoch {card['checkpoint']['epoch']}).",
         "",
         f"- Input: {feed}; shape {card['input']['shape']} ({card['input_size']}x{card['input_size']}).",
         f"- Output: logits over {card['num_classes']} classes (no softmax).",
-        f"- Test top-1 of this checkpoint: {top1 if top1 is None else f'{top1:.2f}'}"
+        f"- Test top-1 of this checkpoint: {_pct(top1)}"
         + (f" (holdout {holdout:.2f})" if isinstance(holdout, (int, float)) else "")
-        + f"; last epoch: {acc.get('last_test_top1')}. Selected on the {acc['selection']}.",
+        + f"; last epoch ({acc.get('last_epoch')}): {_pct(acc.get('last_test_top1'))}. Selected on the "
+        f"{acc['selection']}.",
         f"- Cost: {card['parameters']:,} parameters, {card['flops'] / 1e6:.1f} MFLOPs per image.",
         f"- Parity with PyTorch: max |logit difference| {card['parity']['max_abs_logit_diff']:.2e} "
         f"(tolerance {card['parity']['tolerance']:g}), top-1 agreement {100 * card['parity']['top1_agreement']:.1f}% "
@@ -293,6 +298,8 @@ def export_run(run_dir, checkpoint="best", fmt="onnx", out=None, opset=None, bat
         atomic_write_text(os.path.join(tmp, CARD), json.dumps(card, indent=2) + "\n")
         atomic_write_text(os.path.join(tmp, "README.md"), card_readme(card))
         shutil.copyfile(os.path.join(run_dir, "config.yaml"), os.path.join(tmp, "config.yaml"))
+        for name in (CARD, "README.md"):
+            os.chmod(os.path.join(tmp, name), 0o644)  # readable like the exported file, not mkstemp's 0600
         for name in (file_name, "config.yaml", "README.md", CARD):  # the card last: it vouches for the rest
             os.replace(os.path.join(tmp, name), os.path.join(out, name))
         ok = True
