@@ -13,6 +13,11 @@ where ``EXPERIMENT.PUBLISHED_TOP1`` >= 0, the published top-1 and best mean − 
 ``--plot`` writes ``top1_curves.png`` (test top-1 over epochs, mean line and ±std band per
 group) and, when exactly one key varies across groups, ``top1_vs_<KEY>.png`` (last-epoch
 top-1 against that key's value, mean ± std error bars).
+
+``--cost`` adds each group's student's parameters, FLOPs per image and CPU latency at
+batch 1 (measured once per architecture and input size on this machine, cached; see
+:mod:`mdistiller.export.cost`), and with ``--plot`` draws ``top1_vs_flops.png`` and
+``top1_vs_latency.png`` (best top-1, mean ± std over seeds, one point per group).
 """
 
 import argparse
@@ -215,8 +220,9 @@ def _pm(mean, std):
     return _num(mean) if math.isnan(std) else f"{mean:.2f} ± {std:.2f}"
 
 
-def display_table(groups, varying):
-    """Header and rows of cells for the text and markdown formats."""
+def display_table(groups, varying, extra=None):
+    """Header and rows of cells for the text and markdown formats (``extra``: added
+    columns, see :func:`cost_columns`)."""
     stats = [group_stats(g) for g in groups]
     show_published = any(s["published"] is not None for s in stats)
     header = (varying or ["run"]) + ["seeds", "epochs"] + [t for _, t in STATS]
@@ -230,19 +236,23 @@ def display_table(groups, varying):
         cells += [_num(s["published"]), _num(s["diff"], signed=True)] if show_published else []
         rows.append(cells)
     note = "* = includes unfinished runs (partial numbers)" if any(s["unfinished"] for s in stats) else ""
+    if extra:
+        header += extra["header"]
+        rows = [r + cells for r, cells in zip(rows, extra["cells"])]
+        note = "\n".join(n for n in (note, extra["note"]) if n)
     return header, rows, note
 
 
-def format_text(groups, varying):
-    header, rows, note = display_table(groups, varying)
+def format_text(groups, varying, extra=None):
+    header, rows, note = display_table(groups, varying, extra)
     widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header] + rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines + ([note] if note else [])) + "\n"
 
 
-def format_markdown(groups, varying):
-    header, rows, note = display_table(groups, varying)
+def format_markdown(groups, varying, extra=None):
+    header, rows, note = display_table(groups, varying, extra)
 
     def line(cells):
         return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
@@ -251,10 +261,10 @@ def format_markdown(groups, varying):
     return "\n".join(lines + (["", note] if note else [])) + "\n"
 
 
-def format_csv(groups, varying):
+def format_csv(groups, varying, extra=None):
     """Machine-readable: one column per varying key, means and stds in separate columns."""
     fields = ["group"] + varying + COUNTS + [f"{name}_{part}" for name, _ in STATS for part in ("mean", "std")]
-    fields += ["published_top1", "best_top1_minus_published", "runs"]
+    fields += ["published_top1", "best_top1_minus_published", "runs"] + (list(COST_FIELDS) if extra else [])
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
@@ -262,9 +272,10 @@ def format_csv(groups, varying):
     def cell(x):
         return "" if x is None or (isinstance(x, float) and math.isnan(x)) else x
 
-    for g in groups:
+    for i, g in enumerate(groups):
         s = group_stats(g)
         row = {"group": g.label, **{k: format_value(v) for k, v in g.varying.items()}}
+        row.update({k: cell(extra["costs"][i].get(k)) for k in COST_FIELDS} if extra else {})
         row.update({k: s[k] for k in COUNTS})
         for name, _ in STATS:
             row[f"{name}_mean"], row[f"{name}_std"] = map(cell, s[name])
@@ -272,6 +283,84 @@ def format_csv(groups, varying):
                    runs=";".join(r.name for r in g.runs))
         writer.writerow(row)
     return out.getvalue()
+
+
+# ---------------------------------------------------------------------------------------
+# Cost beside accuracy (--cost)
+# ---------------------------------------------------------------------------------------
+COST_FIELDS = ("student", "parameters", "flops", "latency_ms", "cpu")
+
+
+_SHAPES = {}  # dataset config -> (family, classes, size), for this process
+
+
+def run_model_shape(run):
+    """``(family, num_classes, image_size)`` of a run's student: from an export's model card
+    when there is one, else from the run's dataset (built once per dataset config)."""
+    card = os.path.join(run.path, "export", "model_card.json")
+    try:
+        with open(card, encoding="utf-8") as f:
+            c = json.load(f)
+        return c["model_family"], c["num_classes"], c["input_size"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    key = json.dumps({k: v for k, v in run.config.items() if k.startswith("DATASET.")}, sort_keys=True, default=str)
+    if key not in _SHAPES:
+        from ..dataset import get_dataset
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConfigWarning)
+            spec = get_dataset(load_cfg(os.path.join(run.path, "config.yaml"), ["DATASET.NUM_WORKERS", "0"]))
+        _SHAPES[key] = (spec.model_family, spec.num_classes, spec.image_size)
+    return _SHAPES[key]
+
+
+def group_cost(group):
+    """``{"student", "parameters", "flops", "latency_ms", "cpu"}`` of a group's student (the
+    values are None, with a warning, when its dataset cannot be read here)."""
+    from ..export.cost import model_cost
+
+    run = group.runs[0]
+    name = run.config.get("DISTILLER.STUDENT")
+    try:
+        cost = model_cost(name, *run_model_shape(run))
+    except MdistillerError as e:
+        print(f"warning: no cost figures for {group.label}: {e}", file=sys.stderr)
+        cost = {}
+    return {"student": name, **{k: cost.get(k) for k in COST_FIELDS[1:]}}
+
+
+def cost_columns(groups):
+    """The ``extra`` columns of the formatters: parameters (M), MFLOPs, latency (ms)."""
+    costs = [group_cost(g) for g in groups]
+
+    def num(x, scale, fmt):
+        return "-" if x is None else format(x / scale, fmt)
+
+    cells = [[num(c["parameters"], 1e6, ".3f"), num(c["flops"], 1e6, ".1f"), num(c["latency_ms"], 1, ".2f")]
+             for c in costs]
+    cpus = sorted({c["cpu"] for c in costs if c["cpu"]})
+    note = ("params (M), MFLOPs per image (torch.utils.flop_counter), latency: batch 1 on " + "; ".join(cpus)
+            if cpus else "")
+    return {"header": ["params (M)", "MFLOPs", "latency (ms)"], "cells": cells, "note": note, "costs": costs}
+
+
+def plot_cost(groups, costs, key, path):
+    """Best top-1 (mean ± std over seeds) against ``flops`` or ``latency_ms``, one point per group."""
+    fig, ax = _new_figure()
+    for g, c in zip(groups, costs):
+        if c.get(key) is None:
+            continue
+        mean, std = mean_std([r.stat("best_top1") for r in g.runs])
+        x = c[key] / 1e6 if key == "flops" else c[key]
+        ax.errorbar([x], [mean], yerr=[0.0 if math.isnan(std) else std], marker="o", capsize=4,
+                    label=textwrap.fill(f"{g.label} ({c['student']}, n={len(g.runs)})", 80))
+    xlabel = "MFLOPs per image" if key == "flops" else f"CPU latency at batch 1 (ms)\n{costs[0].get('cpu') or ''}"
+    ax.set(xlabel=xlabel, ylabel="best test top-1 (%)", title="top-1 against cost (mean ± std over seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
+    fig.savefig(path, bbox_inches="tight")
+    return path
 
 
 # ---------------------------------------------------------------------------------------
@@ -346,9 +435,12 @@ def plot_sweep(groups, key, path):
     return path
 
 
-def write_plots(groups, varying, out_dir):
+def write_plots(groups, varying, out_dir, extra=None):
     os.makedirs(out_dir, exist_ok=True)
     paths = [plot_curves(groups, os.path.join(out_dir, "top1_curves.png"))]
+    if extra:
+        paths += [plot_cost(groups, extra["costs"], key, os.path.join(out_dir, f"top1_vs_{name}.png"))
+                  for key, name in (("flops", "flops"), ("latency_ms", "latency"))]
     if len(varying) == 1:
         safe = re.sub(r"[^\w.-]+", "_", varying[0])
         paths.append(plot_sweep(groups, varying[0], os.path.join(out_dir, f"top1_vs_{safe}.png")))
@@ -368,6 +460,8 @@ def parse_args(argv=None):
     fmt.add_argument("--markdown", action="store_true", help="print a Markdown table")
     p.add_argument("--plot", nargs="?", const="", default=None, metavar="DIR",
                    help="write PNG plots into DIR (default: the project folder)")
+    p.add_argument("--cost", action="store_true",
+                   help="add parameters, FLOPs and CPU latency (batch 1, cached) of each group's student")
     add_debug_flag(p)
     return p.parse_args(argv)
 
@@ -380,11 +474,12 @@ def summarize(args):
         raise DataError(f"no run folders (config.yaml + metrics.jsonl) under '{args.root}'; check the path")
     groups, varying = group_runs(runs)
     formatter = format_csv if args.csv else format_markdown if args.markdown else format_text
-    sys.stdout.write(formatter(groups, varying))
+    extra = cost_columns(groups) if args.cost else None
+    sys.stdout.write(formatter(groups, varying, extra))
     if args.plot is not None:
         out_dir = args.plot or args.root
         try:
-            paths = write_plots(groups, varying, out_dir)
+            paths = write_plots(groups, varying, out_dir, extra)
         except OSError as e:
             reason = os.strerror(e.errno) if e.errno else str(e)
             raise DataError(f"cannot write plots into '{out_dir}': {reason}; pass --plot DIR with a writable "

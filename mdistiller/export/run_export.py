@@ -195,7 +195,7 @@ def model_card(cfg, spec, model, run_dir, ckpt_path, obj, fmt, file_name, opset,
         "student": cfg.DISTILLER.STUDENT,
         "teacher": None if method == "NONE" else cfg.DISTILLER.TEACHER,
         "method": method, "method_settings": tree.get(method, {}) if isinstance(tree.get(method), dict) else {},
-        "dataset": cfg.DATASET.TYPE, "num_classes": spec.num_classes, "input_size": spec.image_size,
+        "dataset": cfg.DATASET.TYPE, "model_family": spec.model_family, "num_classes": spec.num_classes, "input_size": spec.image_size,
         "input": {"shape": shape, "dtype": "uint8" if preprocess else "float32", "layout": "NCHW RGB",
                   "normalisation": ("inside the graph: (x / 255 - mean) / std" if preprocess
                                     else "by the caller: (x / 255 - mean) / std, x in 0..255")},
