@@ -6,6 +6,9 @@ and returning float32 logits (a torch tensor), whatever the format. An exporter 
 an :class:`ExportError` naming the operator or the reason, in one line.
 """
 
+import contextlib
+import io
+import logging
 import os
 import re
 import warnings
@@ -45,14 +48,18 @@ def format_of(path):
     return None
 
 
-def _reason(e):
-    """The operator or reason in an exporter's (often very long) error text, one line."""
+def reason_of(e):
+    """The operator or reason in an exporter's (often very long) error text, one line: the
+    first line, preceded by the operator named in a line saying it is unsupported."""
     text = str(e)
-    m = re.search(r"(aten::[\w.]+|aten\.[\w.]+|torch\.ops\.[\w.]+)", text)
     first = next((line.strip() for line in text.splitlines() if line.strip()), type(e).__name__)
-    if m and m.group(1) not in first:
-        first = f"{m.group(1)}: {first}"
-    return first[:240]
+    for line in text.splitlines():
+        if re.search(r"not supported|unsupported|no decomposition|not implemented", line, re.IGNORECASE):
+            m = re.search(r"(aten::[\w.]+|aten\.[\w.]+|torch\.ops\.[\w.]+|'[\w.:]+')", line)
+            if m and m.group(1) not in first:
+                first = f"operator {m.group(1)}: {first}"
+            break
+    return " ".join(first.split())[:240]
 
 
 def _dynamic_shapes(dynamic):
@@ -64,8 +71,11 @@ def _dynamic_shapes(dynamic):
 def write(fmt, module, example, path, opset=None, dynamic=True):
     """Export ``module`` (eval mode, CPU) with input ``example`` to ``path`` in ``fmt``."""
     module.eval()
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)  # torch's exporters log pages of warnings; a failure is one line below
     try:
-        with torch.no_grad(), warnings.catch_warnings():
+        with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+                contextlib.redirect_stderr(io.StringIO()):  # the exporters also print graphs
             warnings.simplefilter("ignore")
             if fmt == "onnx":
                 require_onnx()
@@ -84,8 +94,10 @@ def write(fmt, module, example, path, opset=None, dynamic=True):
     except MdistillerError:
         raise
     except Exception as e:  # noqa: BLE001 - exporters raise many kinds; the user gets one line
-        raise ExportError(f"cannot export to {fmt}: {_reason(e)}; try another --format "
+        raise ExportError(f"cannot export to {fmt}: {reason_of(e)}; try another --format "
                           f"({', '.join(f for f in FORMATS if f != fmt)}) or --batch N") from e
+    finally:
+        logging.disable(previous)
     return path
 
 
@@ -122,7 +134,7 @@ def load_exported(path, threads=None):
     except MdistillerError:
         raise
     except Exception as e:  # noqa: BLE001 - a damaged file can fail anywhere in the loader
-        raise ConfigError(f"cannot load exported file '{path}' ({_reason(e)}); export it again") from None
+        raise ConfigError(f"cannot load exported file '{path}' ({reason_of(e)}); export it again") from None
 
     def run_torch(x):
         with torch.no_grad():

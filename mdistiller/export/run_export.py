@@ -22,7 +22,7 @@ import warnings
 import torch
 
 from ..utils.errors import CheckpointError, ConfigError, MdistillerError
-from .formats import DEFAULT_OPSET, FORMATS, ExportError, load_exported, require_onnx, write
+from .formats import DEFAULT_OPSET, FORMATS, ExportError, load_exported, reason_of, require_onnx, write
 from .wrap import LogitsOnly
 
 logger = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ def _normalize(images, spec):
     return torch.addcmul(-mean / std, images.float(), 1 / (255 * std))
 
 
-def test_images(spec, n):
+def first_test_images(spec, n):
     """The first ``n`` test images (uint8 NCHW) and their labels."""
     n = min(n, len(spec.val))
     items = [spec.val[i] for i in range(n)]
@@ -128,7 +128,14 @@ def parity(model, exported, spec, images, targets, preprocess, batch, random_inp
     def out(u8):
         return exported(u8 if preprocess else _normalize(u8, spec))
 
-    a, b = in_batches(ref, x, batch), in_batches(out, x, batch)
+    a = in_batches(ref, x, batch)
+    try:
+        b = in_batches(out, x, batch)
+    except Exception as e:  # noqa: BLE001 - the runtime's own error, in one line
+        raise ExportError(f"the exported model does not run on the test images: {reason_of(e)}") from e
+    if b.shape != a.shape:
+        raise ExportError(f"the exported model returns shape {tuple(b.shape)}, not PyTorch's logits "
+                          f"{tuple(a.shape)}; the wrapper must return logits only")
     n = len(images)
     return {"test_images": n, "random_inputs": random_inputs,
             "max_abs_logit_diff": float((a - b).abs().max()),
@@ -280,7 +287,7 @@ def export_run(run_dir, checkpoint="best", fmt="onnx", out=None, opset=None, bat
     try:
         mean, std = (spec.mean, spec.std) if with_preprocessing else (None, None)
         wrapper = LogitsOnly(model, mean, std).eval()
-        x8, targets = test_images(spec, images)
+        x8, targets = first_test_images(spec, images)
         example = x8[:1].expand(batch or 2, *x8.shape[1:]).contiguous()
         example = example if with_preprocessing else _normalize(example, spec)
         path = write(fmt, wrapper, example, os.path.join(tmp, file_name), opset, dynamic=batch is None)
