@@ -86,9 +86,10 @@ def load_run_student(run_dir, checkpoint="best"):
 
 
 def _normalize(images, spec):
-    std = torch.tensor(spec.std, dtype=torch.float32).view(1, -1, 1, 1)
-    mean = torch.tensor(spec.mean, dtype=torch.float32).view(1, -1, 1, 1)
-    return torch.addcmul(-mean / std, images.float(), 1 / (255 * std))
+    """uint8 -> the normalised float input, exactly as evaluation makes it."""
+    from ..dataset import build_batch_transform
+
+    return build_batch_transform(spec, 1, train=False, device="cpu").normalize(images)
 
 
 def first_test_images(spec, n):
@@ -318,7 +319,7 @@ def export_run(run_dir, checkpoint="best", fmt="onnx", out=None, opset=None, bat
         shutil.rmtree(tmp, ignore_errors=True)
         if not ok and created and os.path.isdir(out) and not os.listdir(out):
             os.rmdir(out)
-    logger.info(f"exported {cfg.DISTILLER.STUDENT} ({os.path.basename(ckpt_path)}) to {os.path.join(out, file_name)}: "
+    logger.debug(f"exported {cfg.DISTILLER.STUDENT} ({os.path.basename(ckpt_path)}) to {os.path.join(out, file_name)}: "
                 f"max |logit difference| {figures['max_abs_logit_diff']:.2e}, top-1 agreement "
                 f"{100 * figures['top1_agreement']:.1f}% on {figures['test_images']} test images + "
                 f"{random_inputs} random inputs")

@@ -106,6 +106,21 @@ def test_with_preprocessing_takes_uint8_and_gives_the_same_logits(resnet8_run, t
     assert (out / "README.md").read_text().startswith("# resnet8")
 
 
+def test_checkpoint_choice_and_card_contents(resnet8_run, tmp_path, capsys):
+    code, out, err = tool(export_cli.main, capsys, resnet8_run, "--checkpoint", "last", "--format", "torchscript",
+                          "--out", tmp_path)
+    assert code == 0, err
+    assert out.startswith(f"{tmp_path}/student.torchscript: resnet8, 78,042 parameters")
+    card = json.load(open(tmp_path / "model_card.json"))
+    assert card["checkpoint"]["file"] == "student_latest" and card["checkpoint"]["epoch"] == 1
+    acc = card["accuracy"]
+    assert acc["selected_test_top1"] == acc["last_test_top1"] and acc["selection"].startswith("test set")
+    assert card["parity"]["test_images"] == 8 and card["parity"]["random_inputs"] == 8
+    assert card["teacher"] is None and card["method"] == "NONE" and len(card["config_sha256"]) == 64
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md", "config.yaml", "model_card.json",
+                                                          "student.torchscript"]
+
+
 def test_parity_failure_writes_nothing(resnet8_run, tmp_path, monkeypatch, capsys):
     import mdistiller.export.run_export as run_export
 
