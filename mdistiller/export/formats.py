@@ -50,16 +50,19 @@ def format_of(path):
 
 def reason_of(e):
     """The operator or reason in an exporter's (often very long) error text, one line: the
+    ONNX exporter's exception summary (which names the operator) when it has one, else the
     first line, preceded by the operator named in a line saying it is unsupported."""
-    text = str(e)
-    first = next((line.strip() for line in text.splitlines() if line.strip()), type(e).__name__)
+    text = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(str(x) for x in (e, e.__cause__) if x is not None))
+    summary = re.search(r"## Exception summary\s*<class '[^']*'>: ([^\n]+)", text)
+    first = summary.group(1) if summary else next((line for line in text.splitlines() if line.strip()),
+                                                  type(e).__name__)
     for line in text.splitlines():
-        if re.search(r"not supported|unsupported|no decomposition|not implemented", line, re.IGNORECASE):
-            m = re.search(r"(aten::[\w.]+|aten\.[\w.]+|torch\.ops\.[\w.]+|'[\w.:]+')", line)
+        if not summary and re.search(r"not supported|unsupported|no decomposition|not implemented", line, re.I):
+            m = re.search(r"(aten::[\w.]+|aten\.[\w.]+|torch\.ops\.[\w.]+)", line)
             if m and m.group(1) not in first:
                 first = f"operator {m.group(1)}: {first}"
             break
-    return " ".join(first.split())[:240]
+    return " ".join(first.split())[:300]
 
 
 def _dynamic_shapes(dynamic):

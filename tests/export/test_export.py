@@ -74,10 +74,10 @@ def test_every_family_exports_to_onnx_with_pytorch_logits(tmp_path, student, cap
     assert eval_top1(capsys, "-c", path) == eval_top1(capsys, "-c", run)
 
 
-@pytest.mark.parametrize("name", ["ResNet18", "MobileNetV1"])
-def test_imagenet_family_exports(tmp_path, name):
+@pytest.mark.parametrize("name", ["ResNet18", "MobileNetV1", "torchvision:mobilenet_v3_small"])
+def test_imagenet_family_and_torchvision_export(tmp_path, name):
     torch.manual_seed(0)
-    model = build_model(name, "imagenet", 10).eval()
+    model = build_model(name, "imagenet", 10, 64).eval()
     x = torch.randn(2, 3, 64, 64)
     path = write("onnx", LogitsOnly(model), x, str(tmp_path / "student.onnx"))
     y = torch.randn(3, 3, 64, 64)  # another batch size: the batch dimension is dynamic
@@ -170,6 +170,15 @@ def test_an_unexportable_model_names_the_reason(resnet8_run, tmp_path, monkeypat
     code, _, err = tool(export_cli.main, capsys, resnet8_run, "--format", "pt2", "--out", tmp_path / "x")
     assert code == 2 and re.fullmatch(r"error: cannot export to pt2: .+; try another --format .*\n", err), err
     assert not (tmp_path / "x").exists()
+
+    class NoOnnxOperator(torch.nn.Module):
+        def forward(self, x):
+            return torch.linalg.eigvals(x[:, 0, :4, :4]).real  # no ONNX function for aten.linalg_eig
+
+    monkeypatch.setattr("mdistiller.export.run_export.LogitsOnly", lambda *a: NoOnnxOperator())
+    code, _, err = tool(export_cli.main, capsys, resnet8_run, "--out", tmp_path / "o")
+    assert code == 2 and re.fullmatch(r"error: cannot export to onnx: No ONNX function found for .*aten.linalg_eig.*\n",
+                                      err), err
     monkeypatch.setattr("mdistiller.export.run_export.LogitsOnly", lambda *a: torch.nn.Flatten())
     code, _, err = tool(export_cli.main, capsys, resnet8_run, "--format", "torchscript", "--out", tmp_path / "y")
     assert code == 2 and re.fullmatch(r"error: the exported model returns shape \(16, 3072\), not PyTorch's logits "
