@@ -291,39 +291,15 @@ def format_csv(groups, varying, extra=None):
 COST_FIELDS = ("student", "parameters", "flops", "latency_ms", "cpu")
 
 
-_SHAPES = {}  # dataset config -> (family, classes, size), for this process
-
-
-def run_model_shape(run):
-    """``(family, num_classes, image_size)`` of a run's student: from an export's model card
-    when there is one, else from the run's dataset (built once per dataset config)."""
-    card = os.path.join(run.path, "export", "model_card.json")
-    try:
-        with open(card, encoding="utf-8") as f:
-            c = json.load(f)
-        return c["model_family"], c["num_classes"], c["input_size"]
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    key = json.dumps({k: v for k, v in run.config.items() if k.startswith("DATASET.")}, sort_keys=True, default=str)
-    if key not in _SHAPES:
-        from ..dataset import get_dataset
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConfigWarning)
-            spec = get_dataset(load_cfg(os.path.join(run.path, "config.yaml"), ["DATASET.NUM_WORKERS", "0"]))
-        _SHAPES[key] = (spec.model_family, spec.num_classes, spec.image_size)
-    return _SHAPES[key]
-
-
 def group_cost(group):
     """``{"student", "parameters", "flops", "latency_ms", "cpu"}`` of a group's student (the
     values are None, with a warning, when its dataset cannot be read here)."""
-    from ..export.cost import model_cost
+    from ..export.cost import run_cost
 
     run = group.runs[0]
     name = run.config.get("DISTILLER.STUDENT")
     try:
-        cost = model_cost(name, *run_model_shape(run))
+        cost = run_cost(run.path, name)
     except MdistillerError as e:
         print(f"warning: no cost figures for {group.label}: {e}", file=sys.stderr)
         cost = {}

@@ -97,3 +97,36 @@ def model_cost(name, family, num_classes, image_size, latency=True, cache=None):
         except OSError:
             pass
     return entry
+
+
+_SHAPES = {}  # dataset config -> (family, classes, size), for this process
+
+
+def run_model_shape(run_dir):
+    """``(family, num_classes, image_size)`` of a run's student: from its export's model card
+    when there is one, else from the run's dataset (built once per dataset config; a
+    dataset that is absent is fetched as training does, e.g. CIFAR-100's download)."""
+    from ..dataset import get_dataset
+    from ..engine.cfg import cfg_to_dict, load_cfg
+
+    try:
+        with open(os.path.join(run_dir, "export", "model_card.json"), encoding="utf-8") as f:
+            card = json.load(f)
+        return card["model_family"], card["num_classes"], card["input_size"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cfg = load_cfg(os.path.join(run_dir, "config.yaml"), ["DATASET.NUM_WORKERS", "0"])
+    key = json.dumps(cfg_to_dict(cfg.DATASET), sort_keys=True, default=str)
+    if key not in _SHAPES:
+        spec = get_dataset(cfg)
+        _SHAPES[key] = (spec.model_family, spec.num_classes, spec.image_size)
+    return _SHAPES[key]
+
+
+def run_cost(run_dir, student):
+    """:func:`model_cost` of a run's student (``student``: its DISTILLER.STUDENT)."""
+    return model_cost(student, *run_model_shape(run_dir))
