@@ -74,7 +74,7 @@ def test_every_family_exports_to_onnx_with_pytorch_logits(tmp_path, student, cap
     assert eval_top1(capsys, "-c", path) == eval_top1(capsys, "-c", run)
 
 
-@pytest.mark.parametrize("name", ["ResNet18", "MobileNetV1", "torchvision:mobilenet_v3_small"])
+@pytest.mark.parametrize("name", ["ResNet18", "MobileNetV1", "torchvision:resnet18"])
 def test_imagenet_family_and_torchvision_export(tmp_path, name):
     torch.manual_seed(0)
     model = build_model(name, "imagenet", 10, 64).eval()
