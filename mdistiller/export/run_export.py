@@ -145,9 +145,10 @@ def parity(model, exported, spec, images, targets, preprocess, batch, random_inp
             "test_top1_exported": 100 * float((b[:n].argmax(1) == targets).double().mean())}
 
 
-def run_accuracy(run_dir, epoch):
-    """Test top-1 of the selected epoch and of the last, the holdout figure where the run
-    recorded one (``val_acc``), and how the epoch was selected."""
+def run_accuracy(run_dir, epoch, obj=None):
+    """Test top-1 of the checkpoint's epoch and of the last, the holdout figure where the run
+    recorded one (``val_acc``), and the split the run's best epoch is selected on
+    (``selected_on``: ``holdout`` or ``test``, as the student files of issue #23 record it)."""
     from ..engine.loggers import read_metrics
 
     try:
@@ -158,11 +159,14 @@ def run_accuracy(run_dir, epoch):
     sel, last = by_epoch.get(epoch, {}), (records[-1] if records else {})
     acc = {"selected_epoch": epoch, "selected_test_top1": sel.get("test_acc"),
            "last_epoch": last.get("epoch"), "last_test_top1": last.get("test_acc")}
-    if any("val_acc" in r for r in records):
+    holdout = any("val_acc" in r for r in records)
+    if holdout:
         acc["selected_holdout_top1"] = sel.get("val_acc")
-        acc["selection"] = "holdout split (val_acc); the test figures are unbiased"
-    else:
-        acc["selection"] = "test set (no holdout split): the selected test top-1 is optimistic"
+    on = (obj or {}).get("selected_on") if isinstance(obj, dict) else None
+    acc["selected_on"] = on or ("holdout" if holdout else "test")
+    acc["selection"] = ("holdout split of the training set (val_acc); the test figures are unbiased"
+                        if acc["selected_on"] == "holdout"
+                        else "test set (no holdout split): the selected test top-1 is optimistic")
     return acc
 
 
@@ -212,7 +216,7 @@ def model_card(cfg, spec, model, run_dir, ckpt_path, obj, fmt, file_name, opset,
         "parameters": count_parameters(model), "flops": count_flops(model, spec.image_size),
         "flops_note": "per image, torch.utils.flop_counter (a multiply-add = 2 FLOPs)",
         "checkpoint": {"file": os.path.basename(ckpt_path), "epoch": epoch, "sha256": file_sha256(ckpt_path)},
-        "accuracy": run_accuracy(run_dir, epoch),
+        "accuracy": run_accuracy(run_dir, epoch, obj),
         "parity": {**figures, "tolerance": tolerance,
                    "reference": "PyTorch student(x)[0] on the run's first test images and random uint8 inputs"},
         "config_sha256": hashlib.sha256(json.dumps(tree, sort_keys=True, default=str).encode()).hexdigest(),
