@@ -78,14 +78,19 @@ def demo(args):
     rows = [teacher] + [run(n, f, args, ["DISTILLER.TEACHER_CKPT", ckpt]) for n, f in STUDENTS]
     total = time.time() - t0
     # the table is the demo's result: printed even with --quiet
+    from ..export.cost import run_cost
+
+    costs = [run_cost(r["run_dir"], r["model"]) for r in rows]  # parameters, FLOPs, latency (cached)
     print("\nFashion-MNIST demo (test top-1 %, seed {}):".format(args.seed))
-    print(f"{'run':<10}{'model':<12}{'epochs':>7}{'selected':>10}{'last':>8}{'best':>8}{'time (s)':>10}")
-    for r in rows:
+    print(f"{'run':<10}{'model':<12}{'epochs':>7}{'selected':>10}{'last':>8}{'best':>8}{'time (s)':>10}"
+          f"{'params (M)':>12}{'MFLOPs':>8}{'latency (ms)':>14}")
+    for r, c in zip(rows, costs):
         print(f"{r['name']:<10}{r['model']:<12}{r['epochs']:>7}{r['selected']:>10.2f}{r['last']:>8.2f}{r['best']:>8.2f}"
-              f"{r['seconds']:>10.1f}")
+              f"{r['seconds']:>10.1f}{c['parameters'] / 1e6:>12.3f}{c['flops'] / 1e6:>8.1f}{c['latency_ms']:>14.2f}")
     for on in sorted({r["selected_on"] for r in rows}):
         print(f"selected: {describe(on)} ({', '.join(r['name'] for r in rows if r['selected_on'] == on)})")
     print("best: the highest test top-1 over epochs (selected on the test set: optimistic); last: the last epoch's")
+    print(f"params, MFLOPs per image, latency: batch 1, PyTorch, on {costs[0]['cpu']}")
     print(f"total wall time {total:.0f} s; run folders under {args.output}")
     return 0
 

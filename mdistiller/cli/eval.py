@@ -5,6 +5,8 @@ an mdistiller distiller checkpoint), ``pretrain`` (mdistiller's teacher location
 folder, whose ``student_best`` is evaluated with the model and dataset of its config.yaml.
 The line it prints names the checkpoint file and, for a run's files, the epoch and how it
 was selected (on the holdout with ``DATASET.HOLDOUT``, else on the test set: optimistic).
+An exported student (``student.onnx``, ``.torchscript``, ``.pt2`` from tools/export.py) is
+evaluated with the config.yaml beside it (or ``--cfg``/``-d``); ONNX runs in onnxruntime.
 """
 
 import argparse
@@ -108,9 +110,52 @@ def evaluate_checkpoint(args):
     return 0
 
 
+def evaluate_exported(args):
+    """Top-1 of an exported student file on the dataset of the config beside it (or --cfg/-d)."""
+    import json
+
+    import torch
+
+    from ..dataset import build_batch_transform, get_dataset
+    from ..engine.dist import DistContext
+    from ..engine.trainer import evaluate
+    from ..export.formats import load_exported
+    from ..export.run_export import in_batches
+
+    folder = os.path.dirname(os.path.abspath(args.ckpt))
+    if not args.cfg and os.path.isfile(os.path.join(folder, "config.yaml")):
+        args.cfg = os.path.join(folder, "config.yaml")
+    cfg, _, path = resolve(args)
+    card = {}
+    try:
+        with open(os.path.join(folder, "model_card.json"), encoding="utf-8") as f:
+            card = json.load(f)
+    except (OSError, ValueError):
+        pass
+    run = load_exported(path)
+    uint8_input = card.get("input", {}).get("dtype") == "uint8" or run.input_dtype == torch.uint8
+    spec = get_dataset(cfg)
+    loader = DataLoader(spec.val, batch_size=args.batch_size, shuffle=False, num_workers=args.workers)
+    transform = build_batch_transform(spec, 1, train=False, device="cpu")
+    fixed = card.get("input", {}).get("shape", [None])[0]  # a fixed batch size: padded chunks
+
+    def model_fn(x):
+        return in_batches(run, x, fixed) if isinstance(fixed, int) else run(x)
+
+    if uint8_input:  # the graph normalises: feed the loader's uint8 images as they are
+        transform = dict
+    res = evaluate(model_fn, loader, transform, DistContext(device=torch.device("cpu")))
+    print(f"{os.path.basename(path)} on {cfg.DATASET.TYPE}: top-1 {res['top1']:.2f}  top-5 {res['top5']:.2f}  "
+          f"loss {res['loss']:.4f}  ({res['count']} images)")
+    return 0
+
+
 def main(argv=None):
+    from ..export.formats import format_of
+
     args = parse_args(list(sys.argv[1:] if argv is None else argv))
-    return run_tool(lambda: evaluate_checkpoint(args), args.debug, args.quiet)
+    body = evaluate_exported if format_of(args.ckpt) and not os.path.isdir(args.ckpt) else evaluate_checkpoint
+    return run_tool(lambda: body(args), args.debug, args.quiet)
 
 
 if __name__ == "__main__":

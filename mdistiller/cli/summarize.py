@@ -24,6 +24,11 @@ JSON. The statistics need scipy (``pip install -e .[stats]``).
 group), when exactly one key varies across groups ``top1_vs_<KEY>.png`` (the metric's
 top-1 against that key's value, mean ± std error bars), and with ``--baseline``
 ``diff_vs_baseline.png`` (each group's difference with its 95% interval).
+
+``--cost`` adds each group's student's parameters, FLOPs per image and CPU latency at
+batch 1 (measured once per architecture and input size on this machine, cached; see
+:mod:`mdistiller.export.cost`), and with ``--plot`` draws ``top1_vs_flops.png`` and
+``top1_vs_latency.png`` (the ``--metric`` top-1, mean ± std over seeds, one point per group).
 """
 
 import argparse
@@ -395,8 +400,9 @@ def legend(groups, comparison=None):
     return lines
 
 
-def display_table(groups, varying, comparison=None):
-    """Header, rows of cells and note lines for the text and markdown formats."""
+def display_table(groups, varying, comparison=None, extra=None):
+    """Header, rows of cells and note lines for the text and markdown formats (``extra``:
+    added columns, see :func:`cost_columns`)."""
     stats = [group_stats(g) for g in groups]
     shown = shown_stats(groups)
     show_published = any(s["published"] is not None for s in stats)
@@ -415,19 +421,23 @@ def display_table(groups, varying, comparison=None):
             cells += list(_cmp_cells(comparison.entries[id(g)]))
         rows.append(cells)
     notes = (["* = includes unfinished runs (partial numbers)"] if any(s["unfinished"] for s in stats) else [])
+    if extra:
+        header += extra["header"]
+        rows = [r + cells for r, cells in zip(rows, extra["cells"])]
+        notes += [extra["note"]] if extra["note"] else []
     return header, rows, notes + legend(groups, comparison)
 
 
-def format_text(groups, varying, comparison=None):
-    header, rows, notes = display_table(groups, varying, comparison)
+def format_text(groups, varying, comparison=None, extra=None):
+    header, rows, notes = display_table(groups, varying, comparison, extra)
     widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header] + rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines + notes) + "\n"
 
 
-def format_markdown(groups, varying, comparison=None):
-    header, rows, notes = display_table(groups, varying, comparison)
+def format_markdown(groups, varying, comparison=None, extra=None):
+    header, rows, notes = display_table(groups, varying, comparison, extra)
 
     def line(cells):
         return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
@@ -440,12 +450,13 @@ def _json_number(x):
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else x
 
 
-def format_json(groups, varying, comparison=None):
+def format_json(groups, varying, comparison=None, extra=None):
     """All of it as JSON: a list of groups, each with its config values (the keys that
     vary), its runs with their three figures, mean / std (ddof 1) / n of each figure, and
-    with a baseline ``diff``, ``ci95`` and ``p_value`` (null where undefined)."""
+    with a baseline ``diff``, ``ci95`` and ``p_value`` (null where undefined); with ``--cost``
+    the student's ``cost`` (parameters, flops, latency_ms, cpu)."""
     out = []
-    for g in groups:
+    for i, g in enumerate(groups):
         runs = [{"run": r.path, "seed": r.seed, **{m: _json_number(r.stat(f"{m}_top1")) for m in METRICS}}
                 for r in g.runs]
         entry = {"label": g.label, "config": dict(g.varying), "runs": runs}
@@ -458,14 +469,16 @@ def format_json(groups, varying, comparison=None):
             entry.update(metric=comparison.metric, test="paired" if comparison.paired else "welch",
                          baseline=g is comparison.baseline, diff=c["diff"], ci95=c["ci95"], p_value=c["p_value"],
                          n_compared=c["n"], note=c["note"])
+        if extra:
+            entry["cost"] = extra["costs"][i]
         out.append(entry)
     return json.dumps(out, indent=2) + "\n"
 
 
-def format_csv(groups, varying, comparison=None):
+def format_csv(groups, varying, comparison=None, extra=None):
     """Machine-readable: one column per varying key, means and stds in separate columns."""
     fields = ["group"] + varying + COUNTS + [f"{name}_{part}" for name, _ in STATS for part in ("mean", "std")]
-    fields += ["published_top1", "best_top1_minus_published", "runs"]
+    fields += ["published_top1", "best_top1_minus_published", "runs"] + (list(COST_FIELDS) if extra else [])
     if comparison is not None:
         fields += ["compared_metric", "diff", "ci95_low", "ci95_high", "p_value", "comparison_note"]
     out = io.StringIO()
@@ -475,9 +488,10 @@ def format_csv(groups, varying, comparison=None):
     def cell(x):
         return "" if x is None or (isinstance(x, float) and math.isnan(x)) else x
 
-    for g in groups:
+    for i, g in enumerate(groups):
         s = group_stats(g)
         row = {"group": g.label, **{k: format_value(v) for k, v in g.varying.items()}}
+        row.update({k: cell(extra["costs"][i].get(k)) for k in COST_FIELDS} if extra else {})
         row.update({k: s[k] for k in COUNTS})
         for name, _ in STATS:
             row[f"{name}_mean"], row[f"{name}_std"] = map(cell, s[name])
@@ -490,6 +504,62 @@ def format_csv(groups, varying, comparison=None):
                        ci95_high=cell(high), p_value=cell(c["p_value"]), comparison_note=cell(c["note"]))
         writer.writerow(row)
     return out.getvalue()
+
+
+# ---------------------------------------------------------------------------------------
+# Cost beside accuracy (--cost)
+# ---------------------------------------------------------------------------------------
+COST_FIELDS = ("student", "parameters", "flops", "latency_ms", "cpu")
+
+
+def group_cost(group):
+    """``{"student", "parameters", "flops", "latency_ms", "cpu"}`` of a group's student (the
+    values are None, with a warning, when its dataset cannot be read here)."""
+    from ..export.cost import run_cost
+
+    run = group.runs[0]
+    name = run.config.get("DISTILLER.STUDENT")
+    try:
+        cost = run_cost(run.path, name)
+    except MdistillerError as e:
+        print(f"warning: no cost figures for {group.label}: {e}", file=sys.stderr)
+        cost = {}
+    return {"student": name, **{k: cost.get(k) for k in COST_FIELDS[1:]}}
+
+
+def cost_columns(groups):
+    """The ``extra`` columns of the formatters: parameters (M), MFLOPs, latency (ms)."""
+    costs = [group_cost(g) for g in groups]
+
+    def num(x, scale, fmt):
+        return "-" if x is None else format(x / scale, fmt)
+
+    cells = [[num(c["parameters"], 1e6, ".3f"), num(c["flops"], 1e6, ".1f"), num(c["latency_ms"], 1, ".2f")]
+             for c in costs]
+    cpus = sorted({c["cpu"] for c in costs if c["cpu"]})
+    note = ("params (M), MFLOPs per image (torch.utils.flop_counter), latency: batch 1 on " + "; ".join(cpus)
+            if cpus else "")
+    return {"header": ["params (M)", "MFLOPs", "latency (ms)"], "cells": cells, "note": note, "costs": costs}
+
+
+def plot_cost(groups, costs, key, path, metric="best"):
+    """The ``metric`` top-1 (mean ± std over seeds) against ``flops`` or ``latency_ms``, one
+    point per group."""
+    fig, ax = _new_figure()
+    for g, c in zip(groups, costs):
+        if c.get(key) is None:
+            continue
+        mean, std = mean_std([r.stat(f"{metric}_top1") for r in g.runs])
+        x = c[key] / 1e6 if key == "flops" else c[key]
+        ax.errorbar([x], [mean], yerr=[0.0 if math.isnan(std) else std], marker="o", capsize=4,
+                    label=textwrap.fill(f"{g.label} ({c['student']}, n={len(g.runs)})", 80))
+    xlabel = "MFLOPs per image" if key == "flops" else f"CPU latency at batch 1 (ms)\n{costs[0].get('cpu') or ''}"
+    ax.set(xlabel=xlabel, ylabel=f"{METRIC_WORDS[metric]} test top-1 (%)",
+           title="top-1 against cost (mean ± std over seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
+    fig.savefig(path, bbox_inches="tight")
+    return path
 
 
 # ---------------------------------------------------------------------------------------
@@ -594,9 +664,12 @@ def plot_diff(groups, comparison, path):
     return path
 
 
-def write_plots(groups, varying, out_dir, metric="last", comparison=None):
+def write_plots(groups, varying, out_dir, metric="last", comparison=None, extra=None):
     os.makedirs(out_dir, exist_ok=True)
     paths = [plot_curves(groups, os.path.join(out_dir, "top1_curves.png"))]
+    if extra:
+        paths += [plot_cost(groups, extra["costs"], key, os.path.join(out_dir, f"top1_vs_{name}.png"), metric)
+                  for key, name in (("flops", "flops"), ("latency_ms", "latency"))]
     if len(varying) == 1:
         safe = re.sub(r"[^\w.-]+", "_", varying[0])
         paths.append(plot_sweep(groups, varying[0], os.path.join(out_dir, f"top1_vs_{safe}.png"), metric))
@@ -627,6 +700,8 @@ def parse_args(argv=None):
     p.add_argument("--metric", choices=METRICS, default=None,
                    help="the figure compared and plotted: selected (at the holdout-selected epoch), last, or best "
                         "(on test, optimistic); default selected when every run has a holdout, else last")
+    p.add_argument("--cost", action="store_true",
+                   help="add parameters, FLOPs and CPU latency (batch 1, cached) of each group's student")
     add_debug_flag(p)
     return p.parse_args(argv)
 
@@ -651,11 +726,12 @@ def summarize(args):
                                 comparisons(groups, baseline, metric, paired=args.paired))
     formatter = (format_csv if args.csv else format_markdown if args.markdown else format_json if args.json
                  else format_text)
-    sys.stdout.write(formatter(groups, varying, comparison))
+    extra = cost_columns(groups) if args.cost else None
+    sys.stdout.write(formatter(groups, varying, comparison, extra))
     if args.plot is not None:
         out_dir = args.plot or args.root
         try:
-            paths = write_plots(groups, varying, out_dir, metric, comparison)
+            paths = write_plots(groups, varying, out_dir, metric, comparison, extra)
         except OSError as e:
             reason = os.strerror(e.errno) if e.errno else str(e)
             raise DataError(f"cannot write plots into '{out_dir}': {reason}; pass --plot DIR with a writable "

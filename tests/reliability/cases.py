@@ -22,7 +22,7 @@ from typing import Callable
 
 import pytest
 
-from mdistiller.cli import download, eval as eval_cli, summarize, sweep
+from mdistiller.cli import download, eval as eval_cli, export as export_cli, summarize, sweep
 from mdistiller.cli.train import main as train_main
 from mdistiller.engine import runfolder
 from mdistiller.engine.checkpoint import load_checkpoint
@@ -31,7 +31,7 @@ from tests.engine.helpers import make_teacher, metrics, run_dir, tiny_argv
 from tests.reliability.faults import Faults, SimulatedKill, fixed_accuracy, same_weights, snapshot, student_weights
 
 TOOLS = {"train": train_main, "eval": eval_cli.main, "summarize": summarize.main, "sweep": sweep.main,
-         "download": download.main}
+         "download": download.main, "export": export_cli.main}
 FAST = ["LOG.TENSORBOARD", "False", "DATASET.SYNTHETIC_SIZE", "32", "DATASET.TEST.BATCH_SIZE", "64"]
 
 
@@ -159,6 +159,22 @@ def held_lock(env, *flags):
 
 def yaml(env, name, text):
     return ["--cfg", env.file(name, text)] + env.argv("y")
+
+
+def fake_run(env, name, student_best, student="resnet8"):
+    """A run folder under inputs/: the finished run's config (student changed) and a given student_best."""
+    folder = env.tmp / "inputs" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg = open(os.path.join(env.done, "config.yaml")).read().replace("STUDENT: resnet8", f"STUDENT: {student}")
+    (folder / "config.yaml").write_text(cfg)
+    best = open(os.path.join(env.done, "student_best"), "rb").read() if student_best is None else student_best
+    (folder / "student_best").write_bytes(best)
+    return str(folder)
+
+
+def without_onnx(env):
+    env.patch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime -> ImportError
+    return [env.done]
 
 
 def _train(name, *extra, pattern):
@@ -297,6 +313,31 @@ BAD_INPUTS = [
         lambda env: [str(env.project), "--metric", "selected"], r"--metric selected needs runs with a holdout"),
     Bad("summarize metric unknown", "summarize", lambda env: [str(env.project), "--metric", "median"],
         r"invalid choice: 'median'"),
+    Bad("export missing folder", "export", lambda env: [str(env.tmp / "gone")], r"is not a run folder"),
+    Bad("export not a run", "export", lambda env: [str(env.other)], r"is not a run folder \(no config.yaml\)"),
+    Bad("export checkpoint ema absent", "export", lambda env: [env.done, "--checkpoint", "ema"],
+        r"has no student_ema .*pick another --checkpoint"),
+    Bad("export checkpoint unknown", "export", lambda env: [env.done, "--checkpoint", "top"], r"invalid choice"),
+    Bad("export corrupt checkpoint", "export", lambda env: [fake_run(env, "corrupt", b"\x80garbage")],
+        r"checkpoint .*student_best' is truncated or corrupt"),
+    Bad("export mismatched checkpoint", "export", lambda env: [fake_run(env, "other", None, "resnet14")],
+        r"does not fit model resnet14"),
+    Bad("export format unknown", "export", lambda env: [env.done, "--format", "tflite"], r"invalid choice"),
+    Bad("export onnx without the extra", "export", without_onnx, r"needs onnxruntime .*pip install -e \.\[export\]"),
+    Bad("export opset too old", "export", lambda env: [env.done, "--opset", "9"], r"--opset 9 is outside"),
+    Bad("export opset for pt2", "export", lambda env: [env.done, "--format", "pt2", "--opset", "18"],
+        r"--opset is for --format onnx only"),
+    Bad("export batch 0", "export", lambda env: [env.done, "--batch", "0"], r"0 is not a positive number"),
+    Bad("export batch word", "export", lambda env: [env.done, "--batch", "many"], r"neither a number .* nor 'dynamic'"),
+    Bad("export out onto a file", "export", lambda env: [env.done, "--out", __file__], r"--out .* is a file"),
+    Bad("export images 0", "export", lambda env: [env.done, "--images", "0"], r"--images must be >= 1"),
+    Bad("export tolerance 0", "export", lambda env: [env.done, "--tolerance", "0"], r"--tolerance must be a positive"),
+    Bad("export preprocessing with a corrupt run", "export",
+        lambda env: [fake_run(env, "corrupt2", b""), "--with-preprocessing"], r"student_best' is empty"),
+    Bad("eval exported file corrupt", "eval", lambda env: ["-c", env.file("student.onnx", b"not onnx"),
+                                                           "-d", "synthetic"], r"cannot load exported file"),
+    Bad("summarize cost unknown flag", "summarize", lambda env: [str(env.project), "--costs"],
+        r"unrecognized arguments"),
     Bad("sweep seeds 0", "sweep", lambda env: ["--cfg", env.file("s.yaml", "{}"), "--seeds", "0", "--print"],
         r"--seeds must be at least 1"),
     Bad("sweep bad grid", "sweep", lambda env: ["--cfg", env.file("s.yaml", "{}"), "--grid", "SOLVER.LR", "--print"],
