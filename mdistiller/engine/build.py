@@ -60,6 +60,7 @@ def build_teacher(cfg, family, num_classes, image_size=None):
             raise CheckpointError(f"teacher checkpoint '{path}' not found; {CKPT_FIX}")
         verify_recorded_sha256(path)
         load_model_weights(teacher, path, name, part="student")
+        teacher.checkpoint_path = path  # its SHA-256 is recorded in the run folder (teacher.json)
     if size:
         check_input_size(teacher, size, name)
     if d.TEACHER_INPUT_SIZE and d.TEACHER_INPUT_SIZE != image_size:
