@@ -40,7 +40,7 @@ from ..engine.checkpoint import SHA256_FILE, file_sha256, recorded_sha256, strip
 from ..models import CIFAR_TEACHER_DIR
 from ..models.cifar import CIFAR_TEACHERS
 from ..utils.errors import CheckpointError, ConfigError, MdistillerError
-from .common import ArgumentParser, REPO_ROOT, add_debug_flag, run_tool
+from .common import ArgumentParser, REPO_ROOT, add_debug_flag, number, run_tool
 
 log = logging.getLogger("mdistiller.download")
 
@@ -250,8 +250,6 @@ def install(archive, dest):
 
 def run(args):
     dest = os.path.abspath(args.dest)
-    if not args.timeout > 0:
-        raise ConfigError(f"--timeout must be a positive number of seconds, got {args.timeout}")
     if os.path.isfile(dest):
         raise ConfigError(f"--dest '{args.dest}' is a file; give a folder")
     if args.archive and os.path.isdir(args.archive):
@@ -302,7 +300,7 @@ def parse_args(argv):
     p.add_argument("--sha256", type=sha256_arg, help="expected SHA-256 of the archive")
     p.add_argument("--archive", help="install from this local cifar_teachers.tar instead of downloading")
     p.add_argument("--keep-archive", action="store_true", help="keep the downloaded tar in --dest")
-    p.add_argument("--timeout", type=float, default=60.0, help="network timeout in seconds (default: 60)")
+    p.add_argument("--timeout", type=number(float, above=0), default=60.0, help="network timeout in seconds (default: 60)")
     p.add_argument("--verify", action="store_true", help="only check the installed teachers against the "
                    "SHA-256 recorded at installation (no download)")
     add_debug_flag(p)

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 
 from ..engine.cfg import load_cfg
 from ..utils.errors import CheckpointError, ConfigError
-from .common import ArgumentParser, add_debug_flag, run_tool
+from .common import ArgumentParser, add_debug_flag, number, run_tool
 
 
 def parse_args(argv):
@@ -21,10 +21,10 @@ def parse_args(argv):
     p.add_argument("-m", "--model", type=str, default="", help="model registry name (default: from the run folder)")
     p.add_argument("-c", "--ckpt", type=str, default="pretrain", help="checkpoint file, run folder, or 'pretrain'")
     p.add_argument("-d", "--dataset", type=str, default="", help="dataset registry name (default cifar100)")
-    p.add_argument("-bs", "--batch-size", type=int, default=64, help="evaluation batch size")
+    p.add_argument("-bs", "--batch-size", type=number(int, low=1), default=64, help="evaluation batch size")
     p.add_argument("--cfg", type=str, default="", help="config file for dataset settings (ROOT, SUBSET, ...)")
     p.add_argument("--device", type=str, default="auto", help="auto, cpu or cuda")
-    p.add_argument("--workers", type=int, default=2, help="data-loader workers")
+    p.add_argument("--workers", type=number(int, low=0, what="0 = load in the main process"), default=2, help="data-loader workers")
     add_debug_flag(p)
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     return p.parse_args(argv)
@@ -33,10 +33,6 @@ def parse_args(argv):
 def resolve(args):
     """(cfg, model name, checkpoint path) from the flags, reading a run folder if given."""
     cfg_path, ckpt = args.cfg or None, args.ckpt
-    if args.workers < 0:
-        raise ConfigError(f"--workers must be >= 0 (0 = load in the main process), got {args.workers}")
-    if args.batch_size < 1:
-        raise ConfigError(f"-bs/--batch-size must be at least 1, got {args.batch_size}")
     if ckpt != "pretrain" and not os.path.exists(ckpt):
         raise CheckpointError(f"checkpoint -c '{ckpt}' does not exist; give a checkpoint file, a run folder "
                               f"or 'pretrain'")

@@ -113,6 +113,22 @@ def check_batch(cfg, world_size):
                           f"{world_size} processes; choose a multiple of {world_size}")
 
 
+def die_with_parent(worker_id=None):
+    """In a loader worker: the kernel kills it when the training process dies, whatever the
+    signal (SIGKILL included), so no worker outlives its run (Linux; elsewhere a no-op)."""
+    import ctypes
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def check_subset(cfg, train_loader):
     """A training run needs at least one batch of training images."""
     if len(train_loader) == 0:
@@ -132,7 +148,8 @@ def build_loaders(cfg, spec, num_views=1, rank=0, world_size=1, seed=0):
     set_views(spec.train, num_views)
     check_batch(cfg, world_size)
     workers = cfg.DATASET.NUM_WORKERS
-    common = dict(num_workers=workers, pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0)
+    common = dict(num_workers=workers, pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
+                  worker_init_fn=die_with_parent if workers > 0 else None)
     train_sampler = ShardBatchSampler(len(spec.train), cfg.SOLVER.BATCH_SIZE // world_size, rank, world_size,
                                       shuffle=True, seed=seed, pad=True, drop_single=True)
     val_sampler = ShardBatchSampler(len(spec.val), math.ceil(cfg.DATASET.TEST.BATCH_SIZE / world_size),

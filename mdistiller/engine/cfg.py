@@ -343,6 +343,22 @@ SOLVER_TYPES = ("SGD",)
 SOLVER_TRAINERS = ("base", "ours", "crd", "aug") + dot.DOT_TRAINERS
 
 
+def max_workers():
+    """The most loader workers a run may fork: 4 per usable core, and never fewer than 64
+    (configs written for a larger machine still load on a small one)."""
+    from .threads import usable_cpus
+
+    return max(64, 4 * usable_cpus())
+
+
+def check_workers(key, value):
+    """A worker count beyond :func:`max_workers` forks the machine to a halt: refused."""
+    limit = max_workers()
+    if _is_number(value) and value > limit:
+        raise ConfigError(f"{key} {value} is more than {limit} worker processes (the bound: 4 per usable core, at "
+                          f"least 64); set it to at most {limit}, e.g. the number of cores")
+
+
 def validate_framework_keys(cfg):
     """SOLVER, LOG, DATASET and EXPERIMENT settings that types alone cannot check."""
     s, data = cfg.SOLVER, cfg.DATASET
@@ -365,6 +381,7 @@ def validate_framework_keys(cfg):
         raise ConfigError(f"SOLVER.TRAINER '{s.TRAINER}' is not implemented here (the one trainer serves "
                           f"{', '.join(SOLVER_TRAINERS)}); set SOLVER.TRAINER base")
     at_least("DATASET.NUM_WORKERS", 0, "a number of worker processes >= 0 (0 = load in the main process)")
+    check_workers("DATASET.NUM_WORKERS", data.NUM_WORKERS)
     at_least("DATASET.SYNTHETIC_SIZE", 1, "at least 1")
     at_least("DATASET.SYNTHETIC_CLASSES", 2, "at least 2")
     at_least("EXPERIMENT.SEED", 0, "an integer >= 0")
