@@ -52,7 +52,8 @@ def new_folder(text):
     while d and not os.path.exists(d):
         d = os.path.dirname(d)
     if d and not os.path.isdir(d):
-        raise argparse.ArgumentTypeError(f"'{text}' is under a file ('{d}'); choose a folder path")
+        where = "is a file" if d == path else f"is under a file ('{d}')"
+        raise argparse.ArgumentTypeError(f"'{text}' {where}; choose a folder path")
     return text
 
 

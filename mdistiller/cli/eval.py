@@ -41,6 +41,9 @@ def resolve(args):
         best = os.path.join(ckpt, "student_best")
         if not os.path.isfile(best):
             raise CheckpointError(f"run folder '{ckpt}' has no student_best checkpoint; has the run finished an epoch?")
+        if not cfg_path and not os.path.isfile(run_cfg) and not args.dataset:
+            raise ConfigError(f"run folder '{ckpt}' has no config.yaml, so its dataset and model are unknown; pass "
+                              f"--cfg with the run's config, or -d DATASET (and -m MODEL)")
         cfg_path = cfg_path or (run_cfg if os.path.isfile(run_cfg) else None)
         ckpt = best
     opts = list(args.opts or [])
@@ -68,9 +71,12 @@ def evaluate_checkpoint(args):
         cfg.defrost()
         cfg.DISTILLER.TEACHER = name
         ckpt = teacher_checkpoint_path(cfg, spec.model_family)
-        if not ckpt or not os.path.isfile(ckpt):
-            raise CheckpointError(f"no published checkpoint for {name} at '{ckpt}'; run python3 tools/download_ckpts.py "
-                                  f"or pass -c FILE")
+        if not ckpt:
+            raise CheckpointError(f"{name} has no published checkpoint (mdistiller publishes CIFAR-100 teachers); "
+                                  f"pass -c with a checkpoint file or a run folder")
+        if not os.path.isfile(ckpt):
+            raise CheckpointError(f"the published checkpoint of {name} is not installed at '{ckpt}'; run python3 "
+                                  f"tools/download_ckpts.py or pass -c FILE")
     load_model_weights(model, ckpt, name, part="student")
     model.to(device).eval()
     loader = DataLoader(spec.val, batch_size=args.batch_size, shuffle=False, num_workers=args.workers)

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..dataset.synthetic import make_images
+from ..engine.runfolder import describe_os_error, file_mode
 from ..utils.errors import ConfigError, DataError
 from .common import ArgumentParser, add_debug_flag, new_folder, number, run_tool
 
@@ -55,13 +56,12 @@ def run(args):
     try:
         os.makedirs(parent, exist_ok=True)
         staging = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(args.dest))}.", dir=parent)
+        os.chmod(staging, file_mode(0o777))  # the umask's mode, not mkdtemp's 0700
         write_split(os.path.join(staging, "train"), args.train, args.classes, args.size, seed=0)
         write_split(os.path.join(staging, "val"), args.val, args.classes, args.size, seed=1)
         os.rename(staging, args.dest)  # whole or nothing
         staging = None
     except OSError as e:
-        from ..engine.runfolder import describe_os_error
-
         raise DataError(describe_os_error(e, getattr(e, "filename", None) or args.dest,
                                           then="then run again")) from None
     finally:

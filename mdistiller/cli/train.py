@@ -17,7 +17,7 @@ FLAGS = ("--resume", "--overwrite", "--new-teacher", "--debug", "--quiet")
 
 def parse_args(argv):
     p = ArgumentParser(description="Train or distil an image classifier.")
-    p.add_argument("--cfg", type=str, default="", help="YAML config file")
+    p.add_argument("--cfg", type=str, default=None, help="YAML config file")
     p.add_argument("--resume", action="store_true", help="continue the run in the config's run folder")
     p.add_argument("--overwrite", action="store_true", help="delete an existing run folder and start afresh")
     p.add_argument("--new-teacher", action="store_true",
@@ -26,6 +26,8 @@ def parse_args(argv):
     add_debug_flag(p)
     p.add_argument("opts", default=None, nargs=argparse.REMAINDER, help="KEY VALUE overrides")
     args = p.parse_args(argv)
+    if args.cfg is not None and not args.cfg.strip():
+        p.error("argument --cfg: is empty; give a YAML config file (or leave --cfg out for the defaults)")
     # the flags may also come among or after the KEY VALUE pairs (where a key would be)
     opts, i = list(args.opts or []), 0
     args.opts = []

@@ -70,7 +70,10 @@ def _read_yaml(path):
         if b"\0" in raw:
             raise UnicodeDecodeError("utf-8", raw, raw.index(b"\0"), raw.index(b"\0") + 1, "NUL byte")
         text = raw.decode("utf-8")
-    except UnicodeDecodeError:
+    except UnicodeDecodeError as e:
+        if e.reason != "NUL byte" and all(c.isprintable() or c in "\n\r\t" for c in raw.decode("latin-1")):
+            raise ConfigError(f"config file '{path}' is not UTF-8 (byte {raw[e.start]:#04x} at offset {e.start}; "
+                              f"a Latin-1 file?); save it as UTF-8") from None
         raise ConfigError(f"config file '{path}' is not a text YAML file (binary content); pass a YAML "
                           f"config") from None
     except OSError as e:
@@ -343,6 +346,10 @@ SOLVER_TYPES = ("SGD",)
 SOLVER_TRAINERS = ("base", "ours", "crd", "aug") + dot.DOT_TRAINERS
 
 
+#: bounds of EXPERIMENT.SEED (torch's generators take 64-bit seeds) and of the synthetic dataset
+MAX_SEED, MAX_SYNTHETIC = 2**63 - 1, 1_000_000
+
+
 def max_workers():
     """The most loader workers a run may fork: 4 per usable core, and never fewer than 64
     (configs written for a larger machine still load on a small one)."""
@@ -385,6 +392,10 @@ def validate_framework_keys(cfg):
     at_least("DATASET.SYNTHETIC_SIZE", 1, "at least 1")
     at_least("DATASET.SYNTHETIC_CLASSES", 2, "at least 2")
     at_least("EXPERIMENT.SEED", 0, "an integer >= 0")
+    for key, high in (("EXPERIMENT.SEED", MAX_SEED), ("DATASET.SYNTHETIC_SIZE", MAX_SYNTHETIC),
+                      ("DATASET.SYNTHETIC_CLASSES", MAX_SYNTHETIC)):
+        if get_key(cfg, key) > high:
+            raise ConfigError(f"{key} must be at most {high}, got {get_key(cfg, key)}; set a smaller value")
     for key in ("LOG.READ_FREQ", "LOG.SAVE_CHECKPOINT_FREQ", "LOG.TENSORBOARD_FREQ"):
         at_least(key, 1, "at least 1 (a number of steps or epochs)")
     from .loggers import LEVELS

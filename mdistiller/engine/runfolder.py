@@ -49,10 +49,10 @@ class RunFolderError(MdistillerError, OSError):
 def check_component(key, value):
     """``value`` must be a single, non-empty path component (no separator, not . or ..)."""
     bad = (not value or value in (".", "..") or "/" in value or (os.sep != "/" and os.sep in value)
-           or "\0" in value or value != value.strip())
+           or not value.isprintable() or value != value.strip())
     if bad:
         raise ConfigError(f"{key} {value!r} is not a valid folder name; use a single name without '/', "
-                          f"'.', '..' or surrounding spaces (e.g. {key} my_run)")
+                          f"'.', '..', control characters (e.g. a newline) or surrounding spaces (e.g. {key} my_run)")
 
 
 def run_dir_of(cfg):
@@ -87,11 +87,12 @@ def is_disk_full(e):
     return getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "No space left" in str(e)
 
 
-def file_mode():
-    """The mode a new file gets from the umask (0666 & ~umask), as ``open`` would give it."""
+def file_mode(base=0o666):
+    """The mode a new file (``base`` 0666) or folder (0777) gets from the umask, as ``open``
+    or ``mkdir`` would give it."""
     mask = os.umask(0o022)
     os.umask(mask)
-    return 0o666 & ~mask
+    return base & ~mask
 
 
 def mkstemp_shared(path):
