@@ -43,8 +43,12 @@ class ImageListDataset(Dataset):
 
     def __getitem__(self, i):
         path, target = self.samples[i]
-        with Image.open(path) as im:
-            image = self.transform(im.convert("RGB"))
+        try:
+            with Image.open(path) as im:
+                image = self.transform(im.convert("RGB"))
+        except (OSError, ValueError, SyntaxError) as e:  # PIL's errors for a corrupt or truncated image
+            raise DataError(f"image '{path}' cannot be read ({type(e).__name__}: {str(e).strip()[:200]}); "
+                            f"replace or remove it") from None
         return {"image": image, "target": target, "index": i}
 
 
