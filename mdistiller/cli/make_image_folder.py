@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..dataset.synthetic import make_images
-from ..engine.runfolder import describe_os_error, file_mode
+from ..engine.runfolder import describe_os_error, file_mode, missing_folders, remove_empty
 from ..utils.errors import ConfigError, DataError
 from .common import ArgumentParser, add_debug_flag, new_folder, number, run_tool
 
@@ -47,11 +47,7 @@ def check(args):
 def run(args):
     check(args)
     parent = os.path.dirname(os.path.abspath(args.dest))
-    created = []
-    d = parent
-    while not os.path.exists(d):
-        created.append(d)
-        d = os.path.dirname(d)
+    created = missing_folders(parent)
     staging = None
     try:
         os.makedirs(parent, exist_ok=True)
@@ -65,11 +61,10 @@ def run(args):
         raise DataError(describe_os_error(e, getattr(e, "filename", None) or args.dest,
                                           then="then run again")) from None
     finally:
-        if staging is not None:
+        if staging is not None:  # not renamed into place: nothing is left behind
             shutil.rmtree(staging, ignore_errors=True)
-            for folder in created:
-                if os.path.isdir(folder) and not os.listdir(folder):
-                    os.rmdir(folder)
+        if not os.path.isdir(args.dest):
+            remove_empty(created)
     logging.getLogger("mdistiller.data").info(f"wrote {args.train} training and {args.val} validation images of "
                                               f"{args.classes} classes to {args.dest}")
     return 0

@@ -258,7 +258,8 @@ def parse_args(argv=None):
     p.add_argument("--grid", action="append", default=[], metavar="KEY=VALUES",
                    help="swept key and values: KEY=V1,V2 or KEY=[..];[..] (repeatable)")
     p.add_argument("--seeds", type=number(int, low=1), default=1, help="number of seeds per configuration")
-    p.add_argument("--seed-start", type=number(int, low=0, high=2**63 - 1), default=None, help="first seed (default: the config's)")
+    p.add_argument("--seed-start", type=number(int, low=0, high=2**63 - 1), default=None,
+                   help="first seed (default: the config's)")
     p.add_argument("--project", default=None, help="EXPERIMENT.PROJECT of every run")
     p.add_argument("--print", dest="print_only", action="store_true",
                    help="print one training command per pending run instead of running")

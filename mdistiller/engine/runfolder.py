@@ -172,14 +172,28 @@ def mark(run_dir):
         f.write("mdistiller run folder: --overwrite may delete it\n")
 
 
+def missing_folders(path):
+    """The folders ``os.makedirs(path)`` would create, deepest first."""
+    missing = []
+    d = os.path.abspath(path)
+    while not os.path.exists(d) and d != os.path.dirname(d):
+        missing.append(d)
+        d = os.path.dirname(d)
+    return missing
+
+
+def remove_empty(folders):
+    """Remove those of ``folders`` (deepest first) that exist and are empty: undoes a
+    ``makedirs`` of a tool that failed before writing anything."""
+    for d in folders:
+        if os.path.isdir(d) and not os.listdir(d):
+            os.rmdir(d)
+
+
 def create(run_dir):
     """Create ``run_dir`` (and its parents) with the marker; returns the folders created,
     deepest first, so a start that fails early can remove exactly them."""
-    created = []
-    d = os.path.abspath(run_dir)
-    while not os.path.exists(d):
-        created.append(d)
-        d = os.path.dirname(d)
+    created = missing_folders(run_dir)
     try:
         os.makedirs(run_dir, exist_ok=True)
         if not os.path.isdir(run_dir):
@@ -421,4 +435,5 @@ def recover(run_dir, load):
 
 __all__ = ["MARKER", "LOCK", "RunFolderError", "RunLock", "EpochCommit", "check_component", "create", "clear",
            "recover", "remove_created", "describe_os_error", "is_run_folder", "atomic_write_text",
-           "is_disk_full", "saved_files", "newest_whole_epoch", "rebuild_latest", "file_mode", "mkstemp_shared"]
+           "is_disk_full", "saved_files", "newest_whole_epoch", "rebuild_latest", "file_mode", "mkstemp_shared",
+           "missing_folders", "remove_empty"]

@@ -22,7 +22,7 @@ from typing import Callable
 
 import pytest
 
-from mdistiller.cli import download, eval as eval_cli, summarize, sweep
+from mdistiller.cli import benchmark, demo, download, eval as eval_cli, make_image_folder, summarize, sweep
 from mdistiller.cli.train import main as train_main
 from mdistiller.engine import runfolder
 from mdistiller.engine.checkpoint import load_checkpoint
@@ -30,8 +30,10 @@ from mdistiller.engine.checkpoint import load_checkpoint
 from tests.engine.helpers import make_teacher, metrics, run_dir, tiny_argv
 from tests.reliability.faults import Faults, SimulatedKill, fixed_accuracy, same_weights, snapshot, student_weights
 
+# every tool of tools/ (train.py and train_ours.py are the one tool "train"; download_ckpts.py is "download")
 TOOLS = {"train": train_main, "eval": eval_cli.main, "summarize": summarize.main, "sweep": sweep.main,
-         "download": download.main}
+         "download": download.main, "benchmark": benchmark.main, "demo": demo.main,
+         "make_image_folder": make_image_folder.main}
 FAST = ["LOG.TENSORBOARD", "False", "DATASET.SYNTHETIC_SIZE", "32", "DATASET.TEST.BATCH_SIZE", "64"]
 
 
@@ -261,9 +263,9 @@ BAD_INPUTS = [
     # the other tools
     Bad("eval missing folder", "eval", lambda env: ["-c", str(env.tmp / "gone"), "-d", "synthetic"],
         r"checkpoint -c .*gone' does not exist"),
-    Bad("eval workers -1", "eval", lambda env: ["-c", env.done, "--workers", "-1"], r"--workers must be >= 0"),
-    Bad("eval batch 0", "eval", lambda env: ["-c", env.done, "-bs", "0"], r"batch-size must be at least 1"),
-    Bad("eval batch abc", "eval", lambda env: ["-c", env.done, "-bs", "abc"], r"invalid int value"),
+    Bad("eval workers -1", "eval", lambda env: ["-c", env.done, "--workers", "-1"], r"argument --workers: must be an integer >= 0"),
+    Bad("eval batch 0", "eval", lambda env: ["-c", env.done, "-bs", "0"], r"argument -bs/--batch-size: must be an integer >= 1"),
+    Bad("eval batch abc", "eval", lambda env: ["-c", env.done, "-bs", "abc"], r"argument -bs/--batch-size: must be an integer"),
     Bad("eval folder without a run", "eval", lambda env: ["-c", str(env.other), "-d", "synthetic"],
         r"has no student_best"),
     Bad("summarize missing root", "summarize", lambda env: [str(env.tmp / "gone")], r"is not a folder"),
@@ -272,12 +274,12 @@ BAD_INPUTS = [
         r"cannot write plots into"),
     Bad("summarize unknown flag", "summarize", lambda env: [str(env.project), "--plots"], r"unrecognized arguments"),
     Bad("sweep seeds 0", "sweep", lambda env: ["--cfg", env.file("s.yaml", "{}"), "--seeds", "0", "--print"],
-        r"--seeds must be at least 1"),
+        r"argument --seeds: must be an integer >= 1"),
     Bad("sweep bad grid", "sweep", lambda env: ["--cfg", env.file("s.yaml", "{}"), "--grid", "SOLVER.LR", "--print"],
         r"--grid 'SOLVER.LR' must look like"),
     Bad("sweep missing cfg", "sweep", lambda env: ["--cfg", str(env.tmp / "no.yaml"), "--print"], r"does not exist"),
     Bad("download timeout -1", "download", lambda env: ["--timeout", "-1", "--dest", str(env.tmp / "d")],
-        r"--timeout must be a positive"),
+        r"argument --timeout: must be a number > 0"),
     Bad("download archive missing", "download", lambda env: ["--archive", str(env.tmp / "no.tar"),
                                                              "--dest", str(env.tmp / "d")], r"does not exist"),
     Bad("download archive a folder", "download", lambda env: ["--archive", str(env.tmp), "--dest",
@@ -285,7 +287,168 @@ BAD_INPUTS = [
     Bad("download bad sha", "download", lambda env: ["--sha256", "xyz"], r"is not a SHA-256 digest"),
     Bad("download dest a file", "download", lambda env: ["--dest", __file__, "--archive", __file__],
         r"--dest .* is a file"),
+    # --resume may change LR and AMP only after a non-finite loss; keys are compared whole (#21)
+    Bad("resume with another LR", "train", lambda env: ["--resume"] + env.argv("done", "SOLVER.EPOCHS", "3",
+                                                                              "SOLVER.LR", "0.01"),
+        r"SOLVER.LR may change only after a non-finite loss .*use the original value \(SOLVER.LR 0.05\)"),
+    Bad("resume with bf16", "train", lambda env: ["--resume"] + env.argv("done", "SOLVER.EPOCHS", "3",
+                                                                        "SOLVER.AMP", "bf16"),
+        r"SOLVER.AMP may change only after a non-finite loss"),
+    Bad("resume with other decay stages", "train",
+        lambda env: ["--resume"] + env.argv("done", "SOLVER.EPOCHS", "3", "SOLVER.LR_DECAY_STAGES", "[1]"),
+        r"differs in SOLVER.LR_DECAY_STAGES"),
+    Bad("resume with another decay rate", "train",
+        lambda env: ["--resume"] + env.argv("done", "SOLVER.EPOCHS", "3", "SOLVER.LR_DECAY_RATE", "0.5"),
+        r"differs in SOLVER.LR_DECAY_RATE"),
+    Bad("new teacher without resume", "train", lambda env: ["--new-teacher"] + env.argv("nt"),
+        r"--new-teacher is for --resume"),
+    # training: bounds and inputs (#21)
+    _train("workers 100000", "DATASET.NUM_WORKERS", "100000",
+           pattern=r"DATASET.NUM_WORKERS 100000 is more than \d+ worker processes .*set it to at most"),
+    _train("seed beyond 64 bits", "EXPERIMENT.SEED", str(2**64), pattern=r"EXPERIMENT.SEED must be at most"),
+    _train("synthetic size 1e8", "DATASET.SYNTHETIC_SIZE", "100000000",
+           pattern=r"DATASET.SYNTHETIC_SIZE must be at most"),
+    _train("sync bn on cpu", "SOLVER.SYNC_BN", "True", pattern=r"SOLVER.SYNC_BN needs CUDA"),
+    _train("newline in name", "EXPERIMENT.NAME", "a\nb", pattern=r"EXPERIMENT.NAME 'a\\nb' is not a valid folder name"),
+    _train("batch above the training set", "SOLVER.BATCH_SIZE", "64",
+           pattern=r"leaves 32 training images, less than one batch of SOLVER.BATCH_SIZE 64"),
+    Bad("cfg empty string", "train", lambda env: ["--cfg", ""] + env.argv("x"), r"argument --cfg: is empty"),
+    Bad("cfg Latin-1", "train", lambda env: yaml(env, "latin1.yaml", b"EXPERIMENT:\n  TAG: caf\xe9\n"),
+        r"is not UTF-8 .*save it as UTF-8"),
+    Bad("plugin calls sys.exit", "train",
+        lambda env: env.argv("x", "EXPERIMENT.PLUGINS", f"['{env.file('exits.py', 'import sys; sys.exit(3)')}']"),
+        r"plugin .*exits.py' called sys.exit\(3\) while being imported"),
+    Bad("image folder with one class", "train", lambda env: env.argv("x", "DATASET.TYPE", "imagefolder",
+                                                                     "DATASET.ROOT", image_folder(env, classes=1)),
+        r"has 1 class folder; a classifier needs at least 2"),
+    Bad("image folder with an empty class", "train",
+        lambda env: env.argv("x", "DATASET.TYPE", "imagefolder", "DATASET.ROOT", image_folder(env, empty="class_9")),
+        r"class folder class_9 under .* holds no images"),
+    # eval (#21)
+    Bad("eval batch -1", "eval", lambda env: ["-c", env.done, "-bs", "-1"], r"argument -bs/--batch-size: must be"),
+    Bad("eval workers abc", "eval", lambda env: ["-c", env.done, "--workers", "abc"], r"argument --workers: must be"),
+    Bad("eval workers 100000", "eval", lambda env: ["-c", env.done, "--workers", "100000"],
+        r"DATASET.NUM_WORKERS 100000 is more than"),
+    Bad("eval a text file", "eval", lambda env: ["-c", env.file("notes.txt", "not a checkpoint\n"), "-d", "synthetic",
+                                                 "-m", "resnet8"], r"is a text file, not a checkpoint"),
+    Bad("eval run folder without config.yaml", "eval", lambda env: ["-c", copy_student_only(env)],
+        r"has no config.yaml, so its dataset and model are unknown; pass --cfg"),
+    Bad("eval no published checkpoint", "eval", lambda env: ["-m", "resnet8", "-d", "synthetic"],
+        r"published checkpoint of resnet8 is not installed|resnet8 has no published checkpoint"),
+    Bad("eval device tpu", "eval", lambda env: ["-c", env.done, "--device", "tpu"], r"SOLVER.DEVICE must be"),
+    Bad("eval unknown flag", "eval", lambda env: ["-c", env.done, "--bogus"], r"unrecognized arguments|KEY VALUE"),
+    # summarize (#21)
+    Bad("summarize root a file", "summarize", lambda env: [__file__], r"is not a folder"),
+    Bad("summarize root without runs", "summarize", lambda env: [str(env.other)], r"no run folders"),
+    Bad("summarize csv and markdown", "summarize", lambda env: [str(env.project), "--csv", "--markdown"],
+        r"not allowed with argument"),
+    Bad("summarize no root", "summarize", lambda env: [], r"the following arguments are required: root"),
+    Bad("summarize plot under a file", "summarize", lambda env: [str(env.project), "--plot", __file__ + "/plots"],
+        r"cannot write plots into"),
+    Bad("summarize empty root", "summarize", lambda env: [""], r"is not a folder"),
+    # sweep (#21)
+    Bad("sweep seeds -1", "sweep", lambda env: ["--cfg", env.file("s.yaml", "{}"), "--seeds", "-1", "--print"],
+        r"argument --seeds: must be an integer >= 1"),
+    Bad("sweep seeds abc", "sweep", lambda env: ["--cfg", env.file("s.yaml", "{}"), "--seeds", "abc", "--print"],
+        r"argument --seeds: must be"),
+    Bad("sweep seed start -1", "sweep",
+        lambda env: ["--cfg", env.file("s.yaml", "{}"), "--seed-start", "-1", "--print"],
+        r"argument --seed-start: must be an integer >= 0"),
+    Bad("sweep no cfg", "sweep", lambda env: ["--print"], r"the following arguments are required: --cfg"),
+    Bad("sweep cfg a folder", "sweep", lambda env: ["--cfg", str(env.tmp), "--print"], r"is a folder"),
+    Bad("sweep unknown grid key", "sweep",
+        lambda env: ["--cfg", env.file("s.yaml", "{}"), "--grid", "SOLVER.LRR=0.1,0.2", "--print"],
+        r"unknown config key 'SOLVER.LRR'"),
+    Bad("sweep odd overrides", "sweep", lambda env: ["--cfg", env.file("s.yaml", "{}"), "--print", "SOLVER.LR"],
+        r"odd number"),
+    # download (#21)
+    Bad("download timeout 0", "download", lambda env: ["--timeout", "0", "--dest", str(env.tmp / "d")],
+        r"argument --timeout: must be a number > 0"),
+    Bad("download timeout nan", "download", lambda env: ["--timeout", "nan", "--dest", str(env.tmp / "d")],
+        r"argument --timeout: must be a number > 0"),
+    Bad("download timeout abc", "download", lambda env: ["--timeout", "abc", "--dest", str(env.tmp / "d")],
+        r"argument --timeout: must be"),
+    Bad("download unknown flag", "download", lambda env: ["--bogus"], r"unrecognized arguments"),
+    Bad("download archive not a tar", "download",
+        lambda env: ["--archive", env.file("fake.tar", "not a tar\n"), "--dest", str(env.tmp / "d")],
+        r"fake.tar"),
+    # benchmark (#21: refused before anything is timed)
+    Bad("benchmark steps 0", "benchmark", lambda env: ["--steps", "0"], r"argument --steps: must be an integer >= 1"),
+    Bad("benchmark repeats 0", "benchmark", lambda env: ["--repeats", "0"], r"argument --repeats: must be"),
+    Bad("benchmark threads 0", "benchmark", lambda env: ["--threads", "0"], r"argument --threads: must be"),
+    Bad("benchmark warmup -1", "benchmark", lambda env: ["--warmup", "-1"], r"argument --warmup: must be"),
+    Bad("benchmark pipeline seconds -1", "benchmark", lambda env: ["--pipeline-seconds", "-1"],
+        r"argument --pipeline-seconds: must be a number > 0"),
+    Bad("benchmark batch -5", "benchmark", lambda env: ["--batch-size", "-5"], r"argument --batch-size: must be"),
+    Bad("benchmark one class", "benchmark", lambda env: ["--num-classes", "1"], r"argument --num-classes: must be"),
+    Bad("benchmark device tpu", "benchmark", lambda env: ["--device", "tpu"], r"argument --device: must be auto"),
+    Bad("benchmark unknown distiller", "benchmark", lambda env: ["--matrix", "FOO/fp32"], r"unknown distiller 'FOO'"),
+    Bad("benchmark bad case", "benchmark", lambda env: ["--matrix", "SLD/fp8"], r"bad case 'SLD/fp8'"),
+    Bad("benchmark fp16 on cpu", "benchmark", lambda env: ["--device", "cpu", "--distiller", "KD", "--precision",
+                                                           "fp16"], r"fp16 needs CUDA"),
+    Bad("benchmark steps abc", "benchmark", lambda env: ["--steps", "abc"], r"argument --steps: must be"),
+    # demo (#21: refused before the first run)
+    Bad("demo epochs scale 0", "demo", lambda env: ["--epochs-scale", "0"], r"argument --epochs-scale: must be"),
+    Bad("demo epochs scale -1", "demo", lambda env: ["--epochs-scale", "-1"], r"argument --epochs-scale: must be"),
+    Bad("demo epochs scale nan", "demo", lambda env: ["--epochs-scale", "nan"], r"argument --epochs-scale: must be"),
+    Bad("demo epochs scale abc", "demo", lambda env: ["--epochs-scale", "abc"], r"argument --epochs-scale: must be"),
+    Bad("demo seed -1", "demo", lambda env: ["--seed", "-1"], r"argument --seed: must be an integer >= 0"),
+    Bad("demo odd overrides", "demo", lambda env: ["--output", str(env.tmp / "demo"), "SOLVER.LR"], r"odd number"),
+    Bad("demo unknown key", "demo", lambda env: ["--output", str(env.tmp / "demo"), "SOLVER.LRR", "1"],
+        r"unknown config key 'SOLVER.LRR'"),
+    Bad("demo bad value", "demo", lambda env: ["--output", str(env.tmp / "demo"), "SOLVER.LR", "abc"],
+        r"config key 'SOLVER.LR' expects a float"),
+    Bad("demo output a file", "demo", lambda env: ["--output", __file__], r"argument --output: .* is a file"),
+    Bad("demo output under a file", "demo", lambda env: ["--output", __file__ + "/demo"],
+        r"argument --output: .* is under a file"),
+    # make_image_folder (#21: nothing half-written)
+    Bad("images classes 0", "make_image_folder", lambda env: [str(env.tmp / "if"), "--classes", "0"],
+        r"argument --classes: must be an integer >= 2"),
+    Bad("images classes -3", "make_image_folder", lambda env: [str(env.tmp / "if"), "--classes", "-3"],
+        r"argument --classes: must be"),
+    Bad("images size 0", "make_image_folder", lambda env: [str(env.tmp / "if"), "--size", "0"],
+        r"argument --size: must be"),
+    Bad("images size huge", "make_image_folder", lambda env: [str(env.tmp / "if"), "--size", "100000"],
+        r"argument --size: must be an integer >= 8 and <= 1024"),
+    Bad("images val 0", "make_image_folder", lambda env: [str(env.tmp / "if"), "--val", "0"],
+        r"argument --val: must be"),
+    Bad("images train -1", "make_image_folder", lambda env: [str(env.tmp / "if"), "--train", "-1"],
+        r"argument --train: must be"),
+    Bad("images train abc", "make_image_folder", lambda env: [str(env.tmp / "if"), "--train", "abc"],
+        r"argument --train: must be"),
+    Bad("images under a file", "make_image_folder", lambda env: [__file__ + "/if"], r"is under a file"),
+    Bad("images too few for the classes", "make_image_folder",
+        lambda env: [str(env.tmp / "if"), "--classes", "10", "--train", "5"],
+        r"--train 5 gives some of the 10 classes no image"),
+    Bad("images too few val", "make_image_folder",
+        lambda env: [str(env.tmp / "if"), "--classes", "10", "--val", "3"], r"--val 3 gives some of the 10 classes"),
+    Bad("images dest exists", "make_image_folder", lambda env: [str(env.other)], r"already exists"),
+    Bad("images no dest", "make_image_folder", lambda env: [], r"the following arguments are required: dest"),
 ]
+
+
+def image_folder(env, classes=2, empty=None):
+    """A tiny image folder under inputs/ (PNG files), with an optional empty class folder."""
+    from PIL import Image
+
+    root = env.tmp / "inputs" / f"if{classes}{empty or ''}"
+    for split in ("train", "val"):
+        for k in range(classes):
+            d = root / split / f"class_{k}"
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(2):
+                Image.new("RGB", (32, 32), (40 * k, 10 * i, 0)).save(d / f"{i}.png")
+        if empty:
+            (root / split / empty).mkdir(exist_ok=True)
+    return str(root)
+
+
+def copy_student_only(env):
+    """A folder holding a run's student_best but no config.yaml."""
+    d = env.tmp / "inputs" / "student_only"
+    d.mkdir(parents=True, exist_ok=True)
+    shutil.copy(os.path.join(env.done, "student_best"), d / "student_best")
+    return str(d)
 
 
 def try_bad_input(env, case):
