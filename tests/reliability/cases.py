@@ -558,7 +558,7 @@ def fault_nan_then_lower_lr(env):
         nan_at(mp, 2)
         code, _, err = call("train", argv)
     check_one_line(code, err, r"non-finite loss at epoch 2.*'.*latest' \(epoch 1\) is intact.*SOLVER.LR 0.005")
-    code, _, err = call("train", ["--resume"] + argv + ["SOLVER.LR", "0.005"])
+    code, out, err = call("train", ["--resume"] + argv + ["SOLVER.LR", "0.005"])
     assert code == 0, err
     d = run_dir(env.tmp, "nan2")
     assert [r["epoch"] for r in metrics(env.tmp, "nan2")] == [1, 2, 3]
@@ -566,6 +566,10 @@ def fault_nan_then_lower_lr(env):
     history = [json.loads(line) for line in open(os.path.join(d, "config_history.jsonl"))]
     assert history == [{"from_epoch": 2, "changed": {"SOLVER.LR": [0.05, 0.005]}}]
     assert "LR: 0.005" in open(os.path.join(d, "config.yaml")).read()
+    assert "SOLVER.LR 0.05 -> 0.005" in out  # #21 item 3: every accepted change is named
+    # the non-finite loss allowed one resume with a changed LR, not another one
+    code, _, err = call("train", ["--resume"] + argv[:-2] + ["SOLVER.EPOCHS", "4", "SOLVER.LR", "0.001"])
+    check_one_line(code, err, r"SOLVER.LR may change only after a non-finite loss")
 
 
 def fault_second_signal(env):
@@ -791,11 +795,217 @@ def fault_summarize_damaged_runs(env):
     assert "42.00" in out and "Traceback" not in err and "skipping" in err
 
 
+def saved(d):
+    """{name: bytes} of a run folder's checkpoints (to prove none was deleted or changed)."""
+    return {f: open(os.path.join(d, f), "rb").read() for f in runfolder.saved_files(d)}
+
+
+def fault_missing_latest(env):
+    """#21 item 1: 'latest' deleted from a finished run; --resume rebuilds it from the newest
+    whole epoch_N (with a message) and deletes nothing; with a later epoch recorded it is
+    refused in one line naming epoch_N, and a start without --resume is refused."""
+    argv = env.argv("nolatest", "SOLVER.EPOCHS", "4", "LOG.SAVE_CHECKPOINT_FREQ", "2")
+    assert call("train", argv)[0] == 0
+    d = run_dir(env.tmp, "nolatest")
+    os.unlink(os.path.join(d, "latest"))
+    before = saved(d)
+    code, out, err = call("train", ["--resume"] + argv)
+    assert code == 0, err
+    assert "rebuilt it from epoch_4" in out and "starting it from epoch 1" not in out
+    after = saved(d)
+    assert {f: after[f] for f in before} == before  # epoch_2, epoch_4, student_* untouched
+    assert after["latest"] == before["epoch_4"]
+    assert [r["epoch"] for r in metrics(env.tmp, "nolatest")] == [1, 2, 3, 4]
+    # latest and epoch_4 gone: epoch 4 is recorded, so rebuilding from epoch_2 is refused
+    for f in ("latest", "epoch_4"):
+        os.unlink(os.path.join(d, f))
+    before = snapshot(d)
+    for flags in (["--resume"], []):
+        code, _, err = call("train", flags + argv)
+        line = check_one_line(code, err, r"newest whole epoch checkpoint is epoch_2, but epoch 4 was recorded; "
+                                         r"nothing was changed or deleted; .*cp '" if flags else
+                              r"already used by another run; pass --resume")
+        assert {k: v for k, v in snapshot(d).items() if not k.endswith(runfolder.LOCK)} == \
+            {k: v for k, v in before.items() if not k.endswith(runfolder.LOCK)}
+        if flags:
+            advice = line
+    src, dst = shlex.split(advice.split("copy it: cp ")[1].split(", then")[0])
+    shutil.copyfile(src, dst)  # the advice, followed
+    assert call("train", ["--resume"] + argv)[0] == 0
+    assert [r["epoch"] for r in metrics(env.tmp, "nolatest")] == [1, 2, 3, 4]
+    assert load_checkpoint(os.path.join(d, "latest"))["epoch"] == 4
+
+
+def fault_corrupt_latest(env):
+    """#21 item 1: a corrupt 'latest': one line quoting the reason whole and naming epoch_N
+    as the replacement; nothing changed; the advice, followed, finishes the run."""
+    argv = env.argv("badlatest", "SOLVER.EPOCHS", "2", "LOG.SAVE_CHECKPOINT_FREQ", "1")
+    assert call("train", argv)[0] == 0
+    d = run_dir(env.tmp, "badlatest")
+    with open(os.path.join(d, "latest"), "wb") as f:
+        f.write(b"PK\x03\x04" + bytes(range(256)) * 3)
+    try:
+        load_checkpoint(os.path.join(d, "latest"))
+    except Exception as e:  # noqa: BLE001
+        reason = e.cause
+    before = snapshot(d)
+    resume = ["--resume"] + argv[:-4] + ["SOLVER.EPOCHS", "3", "LOG.SAVE_CHECKPOINT_FREQ", "1"]
+    code, _, err = call("train", resume)
+    line = check_one_line(code, err, r"latest' cannot be read \(.*\); nothing was changed or deleted; replace it "
+                                     r"with the newest whole epoch checkpoint, epoch_2: cp ")
+    assert f"({reason})" in line
+    assert {k: v for k, v in snapshot(d).items() if not k.endswith(runfolder.LOCK)} == \
+        {k: v for k, v in before.items() if not k.endswith(runfolder.LOCK)}
+    src, dst = shlex.split(line.split(": cp ")[1].split(", then")[0])
+    shutil.copyfile(src, dst)
+    assert call("train", resume)[0] == 0
+    assert [r["epoch"] for r in metrics(env.tmp, "badlatest")] == [1, 2, 3]
+
+
+def fault_lock_file_deleted(env):
+    """#21 item 4: deleting .lock while a run holds the folder does not let a second writer in."""
+    argv = env.argv("rmlock", "SOLVER.EPOCHS", "1")
+    assert call("train", argv)[0] == 0
+    d = run_dir(env.tmp, "rmlock")
+    held = runfolder.RunLock(d).acquire()  # the running writer
+    try:
+        os.unlink(os.path.join(d, runfolder.LOCK))
+        for flags in (["--resume"], ["--overwrite"], []):
+            code, _, err = call("train", flags + argv[:-2] + ["SOLVER.EPOCHS", "2"])
+            check_one_line(code, err, rf"run folder '{re.escape(d)}' is in use by ")
+    finally:
+        held.release()
+    assert call("train", ["--resume"] + argv[:-2] + ["SOLVER.EPOCHS", "2"])[0] == 0
+    assert [r["epoch"] for r in metrics(env.tmp, "rmlock")] == [1, 2]
+
+
+def fault_signal_during_resume_startup(env):
+    """#21 item 5: SIGTERM while --resume starts: the advice is the command that continues
+    the run (with --resume), and following it finishes the run."""
+    from mdistiller.engine import build
+
+    argv = env.argv("resstart", "SOLVER.EPOCHS", "1")
+    assert call("train", argv)[0] == 0
+    resume = ["--resume"] + argv[:-2] + ["SOLVER.EPOCHS", "2"]
+    with pytest.MonkeyPatch.context() as mp:
+        def interrupted(*a, **k):
+            os.kill(os.getpid(), signal.SIGTERM)
+            raise AssertionError("SIGTERM was not turned into a clean stop")
+
+        mp.setattr(build, "build_run", interrupted)
+        code, _, err = call("train", resume)
+    line = check_one_line(code, err, r"interrupted during start-up.*continue with: .*--resume", 130)
+    assert "--overwrite" not in line
+    code, _, err = call("train", follow(line))
+    assert code == 0, err
+    assert [r["epoch"] for r in metrics(env.tmp, "resstart")] == [1, 2]
+
+
+def fault_teacher_replaced(env):
+    """#21 item 6: the teacher file replaced at the same path: --resume is refused in one
+    line; --new-teacher accepts it and config_history.jsonl records both SHA-256."""
+    teacher = env.tmp / "inputs" / "swapped_teacher.pth"
+    teacher.parent.mkdir(exist_ok=True)
+    make_teacher(teacher, seed=0)
+    argv = tiny_argv(env.tmp, "teach", *FAST, "DISTILLER.TYPE", "KD", "SOLVER.EPOCHS", "1", teacher=teacher)
+    assert call("train", argv)[0] == 0
+    d = run_dir(env.tmp, "teach")
+    recorded = json.load(open(os.path.join(d, "teacher.json")))
+    make_teacher(teacher, seed=1)  # another teacher, same path
+    before = snapshot(d)
+    resume = ["--resume"] + argv + ["SOLVER.EPOCHS", "2"]
+    code, _, err = call("train", resume)
+    check_one_line(code, err, r"teacher checkpoint .*swapped_teacher.pth' is not the file this run started with "
+                              r".*--new-teacher")
+    assert {k: v for k, v in snapshot(d).items() if not k.endswith(runfolder.LOCK)} == \
+        {k: v for k, v in before.items() if not k.endswith(runfolder.LOCK)}
+    code, out, err = call("train", ["--new-teacher"] + resume)
+    assert code == 0, err
+    assert "teacher_sha256" in out
+    history = [json.loads(line) for line in open(os.path.join(d, "config_history.jsonl"))]
+    from mdistiller.engine.checkpoint import file_sha256
+
+    assert history == [{"from_epoch": 2, "changed": {"SOLVER.EPOCHS": [1, 2],
+                                                     "teacher_sha256": [recorded["sha256"], file_sha256(teacher)]}}]
+    assert [r["epoch"] for r in metrics(env.tmp, "teach")] == [1, 2]
+
+
+def fault_workers_die_with_parent(env):
+    """#21 item 2: the run's loader workers die when the training process is SIGKILLed."""
+    import subprocess
+    import time
+
+    from tests.conftest import REPO_ROOT
+
+    script = (
+        "import sys, time\n"
+        "from mdistiller.engine.cfg import load_cfg\n"
+        "from mdistiller.dataset import get_dataset\n"
+        "from mdistiller.dataset.loader import build_loaders\n"
+        "cfg = load_cfg(None, ['DATASET.TYPE', 'synthetic', 'DATASET.NUM_WORKERS', '1', 'SOLVER.BATCH_SIZE', '8'])\n"
+        "train, _ = build_loaders(cfg, get_dataset(cfg))\n"
+        "it = iter(train)\n"
+        "next(it)\n"
+        "print(' '.join(str(w.pid) for w in it._workers), flush=True)\n"
+        "time.sleep(120)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=REPO_ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    try:
+        pids = [int(p) for p in proc.stdout.readline().split()]
+        assert pids, proc.stderr.read()
+    finally:
+        proc.kill()
+        proc.wait()
+
+    def alive(pid):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().split(")")[-1].split()[0] not in ("Z", "X")
+        except OSError:
+            return False
+
+    t0 = time.time()
+    while any(alive(p) for p in pids) and time.time() - t0 < 20:
+        time.sleep(0.1)
+    assert not any(alive(p) for p in pids), f"loader workers {pids} outlived their parent"
+
+
+def fault_summarize_infinity(env):
+    """#21 item 11: a run whose metrics.jsonl holds Infinity: the table of the good runs."""
+    project = env.tmp / "sinf"
+    for name, acc in [("good", 42.0), ("inf", float("inf"))]:
+        (project / name).mkdir(parents=True)
+        (project / name / "config.yaml").write_text("SOLVER:\n  EPOCHS: 1\n")
+        (project / name / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "test_acc": acc}) + "\n")
+    code, out, err = call("summarize", [str(project)])
+    assert code == 0, err
+    assert "42.00" in out and "Traceback" not in err
+
+
+def fault_file_modes_follow_umask(env):
+    """#21 item 13: checkpoints, config.yaml and metrics.jsonl get the umask's mode (not
+    mkstemp's 0600); a missing provenance.json is recreated on resume."""
+    old = os.umask(0o022)
+    try:
+        argv = env.argv("modes", "SOLVER.EPOCHS", "1")
+        assert call("train", argv)[0] == 0
+        d = run_dir(env.tmp, "modes")
+        for f in ("latest", "student_best", "config.yaml", "metrics.jsonl"):
+            assert os.stat(os.path.join(d, f)).st_mode & 0o777 == 0o644, f
+        os.unlink(os.path.join(d, "provenance.json"))
+        assert call("train", ["--resume"] + argv[:-2] + ["SOLVER.EPOCHS", "2"])[0] == 0
+        assert os.path.isfile(os.path.join(d, "provenance.json"))
+    finally:
+        os.umask(old)
+
+
 FAULTS = [fault_nan_before_first_checkpoint, fault_nan_then_lower_lr, fault_second_signal,
           fault_signal_during_startup, fault_disk_full_first_commit, fault_disk_full_inside_torch_save,
           fault_stale_lock, fault_stale_interrupted, fault_corrupt_interrupted, fault_overwrite_a_damaged_run,
           fault_leftover_tmp, fault_torn_metrics, fault_resume_flag_after_pairs, fault_resume_unmarked_run_folder,
-          fault_summarize_damaged_runs]
+          fault_summarize_damaged_runs, fault_missing_latest, fault_corrupt_latest, fault_lock_file_deleted,
+          fault_signal_during_resume_startup, fault_teacher_replaced, fault_workers_die_with_parent,
+          fault_summarize_infinity, fault_file_modes_follow_umask]
 
 
 def fault_real_sigkill_and_lock(env):
