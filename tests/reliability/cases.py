@@ -964,9 +964,10 @@ def fault_workers_die_with_parent(env):
         except OSError:
             return False
 
+    # at once: torch's own watchdog would notice only after its 5 s poll, and a busy worker never
     t0 = time.time()
-    while any(alive(p) for p in pids) and time.time() - t0 < 20:
-        time.sleep(0.1)
+    while any(alive(p) for p in pids) and time.time() - t0 < 3:
+        time.sleep(0.05)
     assert not any(alive(p) for p in pids), f"loader workers {pids} outlived their parent"
 
 
