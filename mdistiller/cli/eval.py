@@ -24,7 +24,8 @@ def parse_args(argv):
     p.add_argument("-bs", "--batch-size", type=number(int, low=1), default=64, help="evaluation batch size")
     p.add_argument("--cfg", type=str, default="", help="config file for dataset settings (ROOT, SUBSET, ...)")
     p.add_argument("--device", type=str, default="auto", help="auto, cpu or cuda")
-    p.add_argument("--workers", type=number(int, low=0, what="0 = load in the main process"), default=2, help="data-loader workers")
+    p.add_argument("--workers", type=number(int, low=0, what="0 = load in the main process"), default=2,
+                   help="data-loader workers")
     add_debug_flag(p)
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     return p.parse_args(argv)

@@ -122,7 +122,8 @@ def build_run(cfg, ctx, seed=0):
     check_input_size(student, spec.image_size, cfg.DISTILLER.STUDENT)
     teacher = build_teacher(cfg, family, spec.num_classes, spec.image_size) if uses_teacher(cfg) else None
     if cfg.SOLVER.SYNC_BN and ctx.device.type != "cuda":  # also on one process: the README lists it as an error
-        raise ConfigError("SOLVER.SYNC_BN needs CUDA (PyTorch's SyncBatchNorm is CUDA-only); set SOLVER.SYNC_BN False on CPU")
+        raise ConfigError("SOLVER.SYNC_BN needs CUDA (PyTorch's SyncBatchNorm is CUDA-only); set SOLVER.SYNC_BN False "
+                          "on CPU")
     if cfg.SOLVER.SYNC_BN and ctx.distributed:
         student = torch.nn.SyncBatchNorm.convert_sync_batchnorm(student)
     distiller = place_distiller(cfg, build_distiller(cfg, student, teacher, spec), ctx.device)

@@ -167,6 +167,14 @@ def _train(name, *extra, pattern):
     return Bad(name, "train", lambda env: env.argv("x", *extra), pattern)
 
 
+def _images(name, *args, pattern):
+    return Bad(f"images {name}", "make_image_folder", lambda env: [str(env.tmp / "if"), *args], pattern)
+
+
+def _bench(name, *args, pattern):
+    return Bad(f"benchmark {name}", "benchmark", lambda env: list(args), pattern)
+
+
 BAD_INPUTS = [
     # run folders: names are single folder names; nothing outside LOG.PREFIX is touched
     Bad("name ..", "train", lambda env: ["--overwrite"] + tiny_argv(env.tmp, "..", "EXPERIMENT.PROJECT", "p"),
@@ -263,9 +271,12 @@ BAD_INPUTS = [
     # the other tools
     Bad("eval missing folder", "eval", lambda env: ["-c", str(env.tmp / "gone"), "-d", "synthetic"],
         r"checkpoint -c .*gone' does not exist"),
-    Bad("eval workers -1", "eval", lambda env: ["-c", env.done, "--workers", "-1"], r"argument --workers: must be an integer >= 0"),
-    Bad("eval batch 0", "eval", lambda env: ["-c", env.done, "-bs", "0"], r"argument -bs/--batch-size: must be an integer >= 1"),
-    Bad("eval batch abc", "eval", lambda env: ["-c", env.done, "-bs", "abc"], r"argument -bs/--batch-size: must be an integer"),
+    Bad("eval workers -1", "eval", lambda env: ["-c", env.done, "--workers", "-1"],
+        r"argument --workers: must be an integer >= 0"),
+    Bad("eval batch 0", "eval", lambda env: ["-c", env.done, "-bs", "0"],
+        r"argument -bs/--batch-size: must be an integer >= 1"),
+    Bad("eval batch abc", "eval", lambda env: ["-c", env.done, "-bs", "abc"],
+        r"argument -bs/--batch-size: must be an integer"),
     Bad("eval folder without a run", "eval", lambda env: ["-c", str(env.other), "-d", "synthetic"],
         r"has no student_best"),
     Bad("summarize missing root", "summarize", lambda env: [str(env.tmp / "gone")], r"is not a folder"),
@@ -373,20 +384,19 @@ BAD_INPUTS = [
         lambda env: ["--archive", env.file("fake.tar", "not a tar\n"), "--dest", str(env.tmp / "d")],
         r"fake.tar"),
     # benchmark (#21: refused before anything is timed)
-    Bad("benchmark steps 0", "benchmark", lambda env: ["--steps", "0"], r"argument --steps: must be an integer >= 1"),
-    Bad("benchmark repeats 0", "benchmark", lambda env: ["--repeats", "0"], r"argument --repeats: must be"),
-    Bad("benchmark threads 0", "benchmark", lambda env: ["--threads", "0"], r"argument --threads: must be"),
-    Bad("benchmark warmup -1", "benchmark", lambda env: ["--warmup", "-1"], r"argument --warmup: must be"),
-    Bad("benchmark pipeline seconds -1", "benchmark", lambda env: ["--pipeline-seconds", "-1"],
-        r"argument --pipeline-seconds: must be a number > 0"),
-    Bad("benchmark batch -5", "benchmark", lambda env: ["--batch-size", "-5"], r"argument --batch-size: must be"),
-    Bad("benchmark one class", "benchmark", lambda env: ["--num-classes", "1"], r"argument --num-classes: must be"),
-    Bad("benchmark device tpu", "benchmark", lambda env: ["--device", "tpu"], r"argument --device: must be auto"),
-    Bad("benchmark unknown distiller", "benchmark", lambda env: ["--matrix", "FOO/fp32"], r"unknown distiller 'FOO'"),
-    Bad("benchmark bad case", "benchmark", lambda env: ["--matrix", "SLD/fp8"], r"bad case 'SLD/fp8'"),
-    Bad("benchmark fp16 on cpu", "benchmark", lambda env: ["--device", "cpu", "--distiller", "KD", "--precision",
-                                                           "fp16"], r"fp16 needs CUDA"),
-    Bad("benchmark steps abc", "benchmark", lambda env: ["--steps", "abc"], r"argument --steps: must be"),
+    _bench("steps 0", "--steps", "0", pattern=r"argument --steps: must be an integer >= 1"),
+    _bench("repeats 0", "--repeats", "0", pattern=r"argument --repeats: must be"),
+    _bench("threads 0", "--threads", "0", pattern=r"argument --threads: must be"),
+    _bench("warmup -1", "--warmup", "-1", pattern=r"argument --warmup: must be"),
+    _bench("pipeline seconds -1", "--pipeline-seconds", "-1",
+           pattern=r"argument --pipeline-seconds: must be a number > 0"),
+    _bench("batch -5", "--batch-size", "-5", pattern=r"argument --batch-size: must be"),
+    _bench("one class", "--num-classes", "1", pattern=r"argument --num-classes: must be"),
+    _bench("device tpu", "--device", "tpu", pattern=r"argument --device: must be auto"),
+    _bench("unknown distiller", "--matrix", "FOO/fp32", pattern=r"unknown distiller 'FOO'"),
+    _bench("bad case", "--matrix", "SLD/fp8", pattern=r"bad case 'SLD/fp8'"),
+    _bench("fp16 on cpu", "--device", "cpu", "--distiller", "KD", "--precision", "fp16", pattern=r"fp16 needs CUDA"),
+    _bench("steps abc", "--steps", "abc", pattern=r"argument --steps: must be"),
     # demo (#21: refused before the first run)
     Bad("demo epochs scale 0", "demo", lambda env: ["--epochs-scale", "0"], r"argument --epochs-scale: must be"),
     Bad("demo epochs scale -1", "demo", lambda env: ["--epochs-scale", "-1"], r"argument --epochs-scale: must be"),
@@ -402,26 +412,17 @@ BAD_INPUTS = [
     Bad("demo output under a file", "demo", lambda env: ["--output", __file__ + "/demo"],
         r"argument --output: .* is under a file"),
     # make_image_folder (#21: nothing half-written)
-    Bad("images classes 0", "make_image_folder", lambda env: [str(env.tmp / "if"), "--classes", "0"],
-        r"argument --classes: must be an integer >= 2"),
-    Bad("images classes -3", "make_image_folder", lambda env: [str(env.tmp / "if"), "--classes", "-3"],
-        r"argument --classes: must be"),
-    Bad("images size 0", "make_image_folder", lambda env: [str(env.tmp / "if"), "--size", "0"],
-        r"argument --size: must be"),
-    Bad("images size huge", "make_image_folder", lambda env: [str(env.tmp / "if"), "--size", "100000"],
-        r"argument --size: must be an integer >= 8 and <= 1024"),
-    Bad("images val 0", "make_image_folder", lambda env: [str(env.tmp / "if"), "--val", "0"],
-        r"argument --val: must be"),
-    Bad("images train -1", "make_image_folder", lambda env: [str(env.tmp / "if"), "--train", "-1"],
-        r"argument --train: must be"),
-    Bad("images train abc", "make_image_folder", lambda env: [str(env.tmp / "if"), "--train", "abc"],
-        r"argument --train: must be"),
+    _images("classes 0", "--classes", "0", pattern=r"argument --classes: must be an integer >= 2"),
+    _images("classes -3", "--classes", "-3", pattern=r"argument --classes: must be"),
+    _images("size 0", "--size", "0", pattern=r"argument --size: must be"),
+    _images("size huge", "--size", "100000", pattern=r"argument --size: must be an integer >= 8 and <= 1024"),
+    _images("val 0", "--val", "0", pattern=r"argument --val: must be"),
+    _images("train -1", "--train", "-1", pattern=r"argument --train: must be"),
+    _images("train abc", "--train", "abc", pattern=r"argument --train: must be"),
     Bad("images under a file", "make_image_folder", lambda env: [__file__ + "/if"], r"is under a file"),
-    Bad("images too few for the classes", "make_image_folder",
-        lambda env: [str(env.tmp / "if"), "--classes", "10", "--train", "5"],
-        r"--train 5 gives some of the 10 classes no image"),
-    Bad("images too few val", "make_image_folder",
-        lambda env: [str(env.tmp / "if"), "--classes", "10", "--val", "3"], r"--val 3 gives some of the 10 classes"),
+    _images("too few for the classes", "--classes", "10", "--train", "5",
+            pattern=r"--train 5 gives some of the 10 classes no image"),
+    _images("too few val", "--classes", "10", "--val", "3", pattern=r"--val 3 gives some of the 10 classes"),
     Bad("images dest exists", "make_image_folder", lambda env: [str(env.other)], r"already exists"),
     Bad("images no dest", "make_image_folder", lambda env: [], r"the following arguments are required: dest"),
 ]
@@ -720,7 +721,8 @@ def fault_corrupt_interrupted(env):
         f.write(b"garbage" * 10)
     resume = ["--resume"] + argv[:-2] + ["SOLVER.EPOCHS", "2"]
     code, _, err = call("train", resume)
-    check_one_line(code, err, r"interrupted' is (truncated or corrupt|a text file).*delete it to resume from the last epoch end")
+    check_one_line(code, err,
+                   r"interrupted' is (truncated or corrupt|a text file).*delete it to resume from the last epoch end")
     os.unlink(path)  # the advice, followed
     assert call("train", resume)[0] == 0
     assert [r["epoch"] for r in metrics(env.tmp, "corrupt")] == [1, 2]
