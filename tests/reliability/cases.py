@@ -814,6 +814,7 @@ def fault_missing_latest(env):
     code, out, err = call("train", ["--resume"] + argv)
     assert code == 0, err
     assert "rebuilt it from epoch_4" in out and "starting it from epoch 1" not in out
+    assert "has finished all 4 epochs (SOLVER.EPOCHS); nothing to train" in out  # not "at epoch 5" (item 12)
     after = saved(d)
     assert {f: after[f] for f in before} == before  # epoch_2, epoch_4, student_* untouched
     assert after["latest"] == before["epoch_4"]
