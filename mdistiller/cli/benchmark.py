@@ -40,7 +40,7 @@ from ..engine.dist import DistContext, resolve_device
 from ..engine.trainer import Trainer
 from ..engine.utils import host_memory_retained
 from ..models import build_model
-from .common import add_debug_flag, run_tool
+from .common import ArgumentParser, add_debug_flag, number, run_tool
 
 PRECISIONS = {"fp32": "none", "bf16": "bf16", "fp16": "fp16"}
 DEFAULT_MATRIX = "SLD/fp32,SLD/fp32+cl+compile,SLD/bf16+cl,MLKD/fp32,KD/fp32"
@@ -73,14 +73,14 @@ def case_name(case):
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(description="Time the training step, the SLD loss, the input pipeline "
+    p = ArgumentParser(description="Time the training step, the SLD loss, the input pipeline "
                                             "and a yardstick, in one run.")
     p.add_argument("--cfg", default="", help="YAML config: the methods' settings and, unless given below, "
                                              "the case, models and batch size (the data is random)")
     p.add_argument("--teacher", default=None, help="teacher model, random weights (default resnet32x4)")
     p.add_argument("--student", default=None, help="student model (default resnet8x4)")
-    p.add_argument("--batch-size", type=int, default=None, help="batch size (default 64)")
-    p.add_argument("--num-classes", type=int, default=100, help="classes of the random data")
+    p.add_argument("--batch-size", type=number(int, low=1), default=None, help="batch size (default 64)")
+    p.add_argument("--num-classes", type=number(int, low=2), default=100, help="classes of the random data")
     p.add_argument("--distiller", default=None, help="time this distiller only (instead of --matrix)")
     p.add_argument("--precision", choices=list(PRECISIONS), default="fp32", help="with --distiller")
     p.add_argument("--channels-last", action="store_true", help="with --distiller: channels_last")
@@ -91,13 +91,13 @@ def parse_args(argv):
     p.add_argument("--compile-mode", default="default",
                    choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
                    help="SOLVER.COMPILE_MODE of the +compile cases (reduce-overhead: CUDA graphs on a GPU)")
-    p.add_argument("--steps", type=int, default=6, help="timed steps per run")
-    p.add_argument("--warmup", type=int, default=2, help="untimed steps before each run")
-    p.add_argument("--repeats", type=int, default=3, help="runs per figure (the median is reported)")
-    p.add_argument("--yardstick-iters", type=int, default=10,
+    p.add_argument("--steps", type=number(int, low=1), default=6, help="timed steps per run")
+    p.add_argument("--warmup", type=number(int, low=0), default=2, help="untimed steps before each run")
+    p.add_argument("--repeats", type=number(int, low=1), default=3, help="runs per figure (the median is reported)")
+    p.add_argument("--yardstick-iters", type=number(int, low=1), default=10,
                    help="timed yardstick iterations before each loss or pipeline run")
-    p.add_argument("--pipeline-seconds", type=float, default=2.0, help="duration of one pipeline run")
-    p.add_argument("--threads", type=int, default=2, help="torch threads (perf.md: 2)")
+    p.add_argument("--pipeline-seconds", type=number(float, above=0), default=2.0, help="duration of one pipeline run")
+    p.add_argument("--threads", type=number(int, low=1), default=2, help="torch threads (perf.md: 2)")
     p.add_argument("--clock", choices=list(CLOCKS), default="wall",
                    help="wall time, or process CPU time (use with --threads 1 on a busy machine; "
                         "the pipeline is always wall time)")
@@ -114,10 +114,24 @@ def parse_args(argv):
         args.cases = [parse_case(t) for t in (matrix or "").split(",") if t.strip()] or None
     except argparse.ArgumentTypeError as e:
         p.error(str(e))
-    for name in ("batch_size", "steps", "repeats", "yardstick_iters", "threads", "num_classes"):
-        if (getattr(args, name) or 1) < 1:
-            p.error(f"--{name.replace('_', '-')} must be at least 1")
+    check_cases(p, args)
     return args
+
+
+def check_cases(p, args):
+    """What the arguments can be checked for before anything is timed: the device, the
+    distillers of the cases, fp16 (CUDA only)."""
+    from ..distillers import DISTILLERS
+
+    device = args.device
+    if device not in ("auto", "cpu", "cuda") and not (device.startswith("cuda:") and device[5:].isdigit()):
+        p.error(f"argument --device: must be auto, cpu, cuda or cuda:N, got {device!r}")
+    for name, precision, _, _ in args.cases or []:
+        if name not in DISTILLERS:
+            p.error(f"unknown distiller {name!r} in the cases; choose from {', '.join(sorted(DISTILLERS))}")
+        on_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
+        if precision == "fp16" and on_cpu:
+            p.error("fp16 needs CUDA (its gradient scaler); use bf16 on the CPU")
 
 
 def resolve_setup(args):

@@ -19,7 +19,8 @@ from ..engine.loggers import read_metrics, setup_logging
 from ..engine.run import train
 from ..engine.runfolder import run_dir_of
 from ..engine.selection import describe, select_epoch, selected_on
-from .common import REPO_ROOT, add_quiet_flag
+from ..utils.errors import user_errors
+from .common import REPO_ROOT, ArgumentParser, add_quiet_flag, new_folder, number
 
 log = logging.getLogger("mdistiller.demo")
 
@@ -28,10 +29,12 @@ STUDENTS = [("vanilla", "vanilla.yaml"), ("KD", "kd.yaml"), ("SLD", "sld.yaml")]
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(description="Distil on Fashion-MNIST and print a table of test top-1.")
-    p.add_argument("--output", default=os.path.join(REPO_ROOT, "output", "demo"), help="LOG.PREFIX of the runs")
-    p.add_argument("--seed", type=int, default=0, help="EXPERIMENT.SEED of every run")
-    p.add_argument("--epochs-scale", type=float, default=1.0, help="multiply every run's epochs (quick checks)")
+    p = ArgumentParser(description="Distil on Fashion-MNIST and print a table of test top-1.")
+    p.add_argument("--output", type=new_folder, default=os.path.join(REPO_ROOT, "output", "demo"),
+                   help="LOG.PREFIX of the runs")
+    p.add_argument("--seed", type=number(int, low=0, high=2**63 - 1), default=0, help="EXPERIMENT.SEED of every run")
+    p.add_argument("--epochs-scale", type=number(float, above=0, high=100), default=1.0,
+                   help="multiply every run's epochs (quick checks)")
     add_quiet_flag(p)
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides for every run")
     return p.parse_args(argv)
@@ -46,16 +49,31 @@ def _load_quietly(path, opts=None):
         return load_cfg(path, opts)
 
 
-def run(name, cfg_file, args, extra):
+class RunFailed(Exception):
+    """A run of the demo failed; it has printed its one-line error."""
+
+
+def run_opts(cfg_file, args, extra):
     cfg_path = os.path.join(CONFIG_DIR, cfg_file)
     epochs = _load_quietly(cfg_path).SOLVER.EPOCHS
     opts = ["LOG.PREFIX", args.output, "EXPERIMENT.SEED", str(args.seed),
             "SOLVER.EPOCHS", str(max(1, round(epochs * args.epochs_scale)))] + extra + list(args.opts or [])
+    return cfg_path, opts
+
+
+def check_configs(args):
+    """Every run's config with the overrides, before the first run starts (ConfigError)."""
+    for _, cfg_file in [("teacher", "teacher.yaml")] + STUDENTS:
+        _load_quietly(*run_opts(cfg_file, args, []))
+
+
+def run(name, cfg_file, args, extra):
+    cfg_path, opts = run_opts(cfg_file, args, extra)
     log.info(f"\n=== {name}: {cfg_file} ===")
     t0 = time.time()
     code = train(cfg_path, opts, overwrite=True, quiet=args.quiet)
     if code != 0:
-        raise SystemExit(f"demo: the {name} run failed (exit {code})")
+        raise RunFailed(code)
     cfg = _load_quietly(cfg_path, opts)
     run_dir = run_dir_of(cfg)
     metrics = read_metrics(run_dir)
@@ -67,8 +85,13 @@ def run(name, cfg_file, args, extra):
 
 def main(argv=None):
     args = parse_args(list(sys.argv[1:] if argv is None else argv))
-    with setup_logging(quiet=args.quiet):
-        return demo(args)
+    with user_errors() as result, setup_logging(quiet=args.quiet):
+        check_configs(args)
+        try:
+            result["code"] = demo(args)
+        except RunFailed as e:  # the run printed its error line
+            result["code"] = e.args[0]
+    return result.get("code", 0)
 
 
 def demo(args):

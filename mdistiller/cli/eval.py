@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 
 from ..engine.cfg import load_cfg
 from ..utils.errors import CheckpointError, ConfigError
-from .common import ArgumentParser, add_debug_flag, run_tool
+from .common import ArgumentParser, add_debug_flag, number, run_tool
 
 
 def parse_args(argv):
@@ -26,10 +26,11 @@ def parse_args(argv):
     p.add_argument("-m", "--model", type=str, default="", help="model registry name (default: from the run folder)")
     p.add_argument("-c", "--ckpt", type=str, default="pretrain", help="checkpoint file, run folder, or 'pretrain'")
     p.add_argument("-d", "--dataset", type=str, default="", help="dataset registry name (default cifar100)")
-    p.add_argument("-bs", "--batch-size", type=int, default=64, help="evaluation batch size")
+    p.add_argument("-bs", "--batch-size", type=number(int, low=1), default=64, help="evaluation batch size")
     p.add_argument("--cfg", type=str, default="", help="config file for dataset settings (ROOT, SUBSET, ...)")
     p.add_argument("--device", type=str, default="auto", help="auto, cpu or cuda")
-    p.add_argument("--workers", type=int, default=2, help="data-loader workers")
+    p.add_argument("--workers", type=number(int, low=0, what="0 = load in the main process"), default=2,
+                   help="data-loader workers")
     add_debug_flag(p)
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     return p.parse_args(argv)
@@ -38,10 +39,6 @@ def parse_args(argv):
 def resolve(args):
     """(cfg, model name, checkpoint path) from the flags, reading a run folder if given."""
     cfg_path, ckpt = args.cfg or None, args.ckpt
-    if args.workers < 0:
-        raise ConfigError(f"--workers must be >= 0 (0 = load in the main process), got {args.workers}")
-    if args.batch_size < 1:
-        raise ConfigError(f"-bs/--batch-size must be at least 1, got {args.batch_size}")
     if ckpt != "pretrain" and not os.path.exists(ckpt):
         raise CheckpointError(f"checkpoint -c '{ckpt}' does not exist; give a checkpoint file, a run folder "
                               f"or 'pretrain'")
@@ -50,6 +47,9 @@ def resolve(args):
         best = os.path.join(ckpt, "student_best")
         if not os.path.isfile(best):
             raise CheckpointError(f"run folder '{ckpt}' has no student_best checkpoint; has the run finished an epoch?")
+        if not cfg_path and not os.path.isfile(run_cfg) and not args.dataset:
+            raise ConfigError(f"run folder '{ckpt}' has no config.yaml, so its dataset and model are unknown; pass "
+                              f"--cfg with the run's config, or -d DATASET (and -m MODEL)")
         cfg_path = cfg_path or (run_cfg if os.path.isfile(run_cfg) else None)
         ckpt = best
     opts = list(args.opts or [])
@@ -96,9 +96,12 @@ def evaluate_checkpoint(args):
         cfg.defrost()
         cfg.DISTILLER.TEACHER = name
         ckpt = teacher_checkpoint_path(cfg, spec.model_family)
-        if not ckpt or not os.path.isfile(ckpt):
-            raise CheckpointError(f"no published checkpoint for {name} at '{ckpt}'; run python3 tools/download_ckpts.py "
-                                  f"or pass -c FILE")
+        if not ckpt:
+            raise CheckpointError(f"{name} has no published checkpoint (mdistiller publishes CIFAR-100 teachers); "
+                                  f"pass -c with a checkpoint file or a run folder")
+        if not os.path.isfile(ckpt):
+            raise CheckpointError(f"the published checkpoint of {name} is not installed at '{ckpt}'; run python3 "
+                                  f"tools/download_ckpts.py or pass -c FILE")
     load_model_weights(model, ckpt, name, part="student")
     model.to(device).eval()
     loader = DataLoader(spec.val, batch_size=args.batch_size, shuffle=False, num_workers=args.workers)

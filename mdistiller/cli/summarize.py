@@ -99,9 +99,10 @@ class Run:
 
     def curve(self, key="test_acc"):
         """Epoch -> value of ``key``; a value that is not a number (a hand-edited or foreign
-        record) is left out."""
+        record, or Infinity / NaN) is left out."""
         return {r["epoch"]: float(r[key]) for r in self.records
-                if isinstance(r.get(key), (int, float)) and not isinstance(r.get(key), bool)}
+                if isinstance(r.get(key), (int, float)) and not isinstance(r.get(key), bool)
+                and math.isfinite(r[key])}
 
     @property
     def has_holdout(self):

@@ -1,4 +1,4 @@
-"""``python3 tools/train_ours.py --cfg FILE [--resume] [--overwrite] [--quiet] [--print-config]
+"""``python3 tools/train_ours.py --cfg FILE [--resume [--new-teacher]] [--overwrite] [--quiet] [--print-config]
 [--logit-stand [--base-temp T] [--kd-weight W]] [KEY VALUE ...]``
 
 Trains a teacher (``DISTILLER.TYPE NONE``) or distils a student, on one device or under
@@ -13,37 +13,26 @@ folder's ``config.yaml`` would hold) on stdout and exits, reading no data, teach
 """
 
 import argparse
-import math
 import sys
 
 from ..engine.run import train
-from .common import ArgumentParser, add_debug_flag
+from .common import ArgumentParser, add_debug_flag, number
 
-FLAGS = ("--resume", "--overwrite", "--debug", "--quiet", "--print-config", "--logit-stand")
+FLAGS = ("--resume", "--overwrite", "--new-teacher", "--debug", "--quiet", "--print-config", "--logit-stand")
 VALUE_FLAGS = ("--base-temp", "--kd-weight")
 
-
-def _number(low, strict, what):
-    def parse(text):
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
-        if not math.isfinite(value) or value < low or (strict and value == low):
-            raise argparse.ArgumentTypeError(f"expects {what}, got {text!r}")
-        return value
-    return parse
-
-
-BASE_TEMP = _number(0.0, True, "a temperature > 0 (e.g. 2)")
-KD_WEIGHT = _number(0.0, False, "a weight >= 0 (e.g. 9)")
+BASE_TEMP = number(float, above=0.0, what="a temperature, e.g. 2")
+KD_WEIGHT = number(float, low=0.0, what="e.g. 9")
 
 
 def parse_args(argv):
     p = ArgumentParser(description="Train or distil an image classifier.")
-    p.add_argument("--cfg", type=str, default="", help="YAML config file")
+    p.add_argument("--cfg", type=str, default=None, help="YAML config file")
     p.add_argument("--resume", action="store_true", help="continue the run in the config's run folder")
     p.add_argument("--overwrite", action="store_true", help="delete an existing run folder and start afresh")
+    p.add_argument("--new-teacher", action="store_true",
+                   help="with --resume: accept a teacher checkpoint file other than the one the run started with "
+                        "(recorded in config_history.jsonl)")
     p.add_argument("--print-config", action="store_true",
                    help="print the effective config (as the run folder's config.yaml) on stdout and exit")
     p.add_argument("--logit-stand", action="store_true",
@@ -56,6 +45,8 @@ def parse_args(argv):
     add_debug_flag(p)
     p.add_argument("opts", default=None, nargs=argparse.REMAINDER, help="KEY VALUE overrides")
     args = p.parse_args(argv)
+    if args.cfg is not None and not args.cfg.strip():
+        p.error("argument --cfg: is empty; give a YAML config file (or leave --cfg out for the defaults)")
     # the flags may also come among or after the KEY VALUE pairs (where a key would be)
     opts, i = list(args.opts or []), 0
     args.opts = []
@@ -83,7 +74,8 @@ def main(argv=None):
     args = parse_args(argv)
     ls_flags = {"logit_stand": args.logit_stand, "base_temp": args.base_temp, "kd_weight": args.kd_weight}
     return train(args.cfg or None, args.opts, resume=args.resume, overwrite=args.overwrite, debug=args.debug,
-                 quiet=args.quiet, argv=argv, ls_flags=ls_flags, print_config=args.print_config)
+                 quiet=args.quiet, argv=argv, ls_flags=ls_flags, print_config=args.print_config,
+                 new_teacher=args.new_teacher)
 
 
 if __name__ == "__main__":

@@ -113,9 +113,25 @@ def check_batch(cfg, world_size):
                           f"{world_size} processes; choose a multiple of {world_size}")
 
 
+def die_with_parent(worker_id=None):
+    """In a loader worker: the kernel kills it when the training process dies, whatever the
+    signal (SIGKILL included), so no worker outlives its run (Linux; elsewhere a no-op)."""
+    import ctypes
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def check_subset(cfg, train_loader):
     """A training run needs at least one batch of training images."""
-    if len(train_loader) == 0:
+    if len(train_loader) == 0 or len(train_loader.dataset) < cfg.SOLVER.BATCH_SIZE:
         raise ConfigError(f"DATASET.SUBSET {cfg.DATASET.SUBSET} leaves {len(train_loader.dataset)} training images, "
                           f"less than one batch of SOLVER.BATCH_SIZE {cfg.SOLVER.BATCH_SIZE}; raise DATASET.SUBSET "
                           f"or lower SOLVER.BATCH_SIZE")
@@ -149,4 +165,5 @@ def build_eval_loader(cfg, dataset, rank=0, world_size=1):
 def loader_options(cfg):
     """DataLoader options every loader of a run shares (workers, pinned memory)."""
     workers = cfg.DATASET.NUM_WORKERS
-    return dict(num_workers=workers, pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0)
+    return dict(num_workers=workers, pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
+                worker_init_fn=die_with_parent if workers > 0 else None)

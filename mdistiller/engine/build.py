@@ -60,6 +60,7 @@ def build_teacher(cfg, family, num_classes, image_size=None):
             raise CheckpointError(f"teacher checkpoint '{path}' not found; {CKPT_FIX}")
         verify_recorded_sha256(path)
         load_model_weights(teacher, path, name, part="student")
+        teacher.checkpoint_path = path  # its SHA-256 is recorded in the run folder (teacher.json)
     if size:
         check_input_size(teacher, size, name)
     if d.TEACHER_INPUT_SIZE and d.TEACHER_INPUT_SIZE != image_size:
@@ -121,9 +122,10 @@ def build_run(cfg, ctx, seed=0):
     student = build_model(cfg.DISTILLER.STUDENT, family, spec.num_classes, spec.image_size)
     check_input_size(student, spec.image_size, cfg.DISTILLER.STUDENT)
     teacher = build_teacher(cfg, family, spec.num_classes, spec.image_size) if uses_teacher(cfg) else None
+    if cfg.SOLVER.SYNC_BN and ctx.device.type != "cuda":  # also on one process: the README lists it as an error
+        raise ConfigError("SOLVER.SYNC_BN needs CUDA (PyTorch's SyncBatchNorm is CUDA-only); set SOLVER.SYNC_BN False "
+                          "on CPU")
     if cfg.SOLVER.SYNC_BN and ctx.distributed:
-        if ctx.device.type != "cuda":
-            raise ConfigError("SOLVER.SYNC_BN needs CUDA (PyTorch's SyncBatchNorm is CUDA-only); set SOLVER.SYNC_BN False on CPU")
         student = torch.nn.SyncBatchNorm.convert_sync_batchnorm(student)
     distiller = place_distiller(cfg, build_distiller(cfg, student, teacher, spec), ctx.device)
     views = views_for_cfg(cfg)

@@ -70,7 +70,10 @@ def _read_yaml(path):
         if b"\0" in raw:
             raise UnicodeDecodeError("utf-8", raw, raw.index(b"\0"), raw.index(b"\0") + 1, "NUL byte")
         text = raw.decode("utf-8")
-    except UnicodeDecodeError:
+    except UnicodeDecodeError as e:
+        if e.reason != "NUL byte" and all(c.isprintable() or c in "\n\r\t" for c in raw.decode("latin-1")):
+            raise ConfigError(f"config file '{path}' is not UTF-8 (byte {raw[e.start]:#04x} at offset {e.start}; "
+                              f"a Latin-1 file?); save it as UTF-8") from None
         raise ConfigError(f"config file '{path}' is not a text YAML file (binary content); pass a YAML "
                           f"config") from None
     except OSError as e:
@@ -388,6 +391,26 @@ SOLVER_TYPES = ("SGD",)
 SOLVER_TRAINERS = ("base", "ours", "crd", "aug") + dot.DOT_TRAINERS
 
 
+#: bounds of EXPERIMENT.SEED (torch's generators take 64-bit seeds) and of the synthetic dataset
+MAX_SEED, MAX_SYNTHETIC = 2**63 - 1, 1_000_000
+
+
+def max_workers():
+    """The most loader workers a run may fork: 4 per usable core, and never fewer than 64
+    (configs written for a larger machine still load on a small one)."""
+    from .threads import usable_cpus
+
+    return max(64, 4 * usable_cpus())
+
+
+def check_workers(key, value):
+    """A worker count beyond :func:`max_workers` forks the machine to a halt: refused."""
+    limit = max_workers()
+    if _is_number(value) and value > limit:
+        raise ConfigError(f"{key} {value} is more than {limit} worker processes (the bound: 4 per usable core, at "
+                          f"least 64); set it to at most {limit}, e.g. the number of cores")
+
+
 def validate_framework_keys(cfg):
     """SOLVER, LOG, DATASET and EXPERIMENT settings that types alone cannot check."""
     s, data = cfg.SOLVER, cfg.DATASET
@@ -410,9 +433,14 @@ def validate_framework_keys(cfg):
         raise ConfigError(f"SOLVER.TRAINER '{s.TRAINER}' is not implemented here (the one trainer serves "
                           f"{', '.join(SOLVER_TRAINERS)}); set SOLVER.TRAINER base")
     at_least("DATASET.NUM_WORKERS", 0, "a number of worker processes >= 0 (0 = load in the main process)")
+    check_workers("DATASET.NUM_WORKERS", data.NUM_WORKERS)
     at_least("DATASET.SYNTHETIC_SIZE", 1, "at least 1")
     at_least("DATASET.SYNTHETIC_CLASSES", 2, "at least 2")
     at_least("EXPERIMENT.SEED", 0, "an integer >= 0")
+    for key, high in (("EXPERIMENT.SEED", MAX_SEED), ("DATASET.SYNTHETIC_SIZE", MAX_SYNTHETIC),
+                      ("DATASET.SYNTHETIC_CLASSES", MAX_SYNTHETIC)):
+        if get_key(cfg, key) > high:
+            raise ConfigError(f"{key} must be at most {high}, got {get_key(cfg, key)}; set a smaller value")
     for key in ("LOG.READ_FREQ", "LOG.SAVE_CHECKPOINT_FREQ", "LOG.TENSORBOARD_FREQ"):
         at_least(key, 1, "at least 1 (a number of steps or epochs)")
     from .loggers import LEVELS

@@ -142,3 +142,34 @@ def test_tiny_imagenet_errors_and_offline_download(tmp_path, monkeypatch):
     with pytest.raises(DataError) as e:
         get_dataset(make_cfg(TYPE="tiny_imagenet"))
     assert tiny_imagenet.URL in str(e.value) and "data/tiny-imagenet-200/wnids.txt" in str(e.value)
+
+
+def test_corrupt_image_is_named_also_from_a_worker(tmp_path):
+    """#21: a corrupt image is named (not reported as a run folder write error), in one line,
+    also when a DataLoader worker re-raises it."""
+    from torch.utils.data import DataLoader
+
+    from mdistiller.dataset.imagefolder import ImageListDataset
+
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG not really")
+    ds = ImageListDataset([(str(bad), 0)], 32)
+    with pytest.raises(DataError, match=r"image '.*broken.png' cannot be read .*replace or remove it"):
+        ds[0]
+    with pytest.raises(DataError) as e:
+        next(iter(DataLoader(ds, batch_size=None, num_workers=1)))
+    assert str(e.value).startswith(f"image '{bad}' cannot be read") and "\n" not in str(e.value)
+
+
+def test_one_class_and_empty_class_folders_are_refused(tmp_path):
+    """#21: an image folder with one class, or with an empty class folder (named), is refused."""
+    for split in ("train", "val"):
+        d = tmp_path / "one" / split / "only"
+        d.mkdir(parents=True)
+        Image.new("RGB", (32, 32)).save(d / "0.png")
+    with pytest.raises(DataError, match="has 1 class folder; a classifier needs at least 2"):
+        get_dataset(make_cfg(TYPE="imagefolder", ROOT=str(tmp_path / "one"), IMAGE_SIZE=32))
+    for split in ("train", "val"):
+        (tmp_path / "one" / split / "empty").mkdir()
+    with pytest.raises(DataError, match=r"class folder empty under .* holds no images"):
+        get_dataset(make_cfg(TYPE="imagefolder", ROOT=str(tmp_path / "one"), IMAGE_SIZE=32))
