@@ -132,7 +132,8 @@ def die_with_parent(worker_id=None):
 def check_subset(cfg, train_loader):
     """A training run needs at least one batch of training images."""
     if len(train_loader) == 0 or len(train_loader.dataset) < cfg.SOLVER.BATCH_SIZE:
-        raise ConfigError(f"DATASET.SUBSET {cfg.DATASET.SUBSET} leaves {len(train_loader.dataset)} training images, "
+        held = f" and DATASET.HOLDOUT {cfg.DATASET.HOLDOUT}" if cfg.DATASET.HOLDOUT > 0 else ""
+        raise ConfigError(f"DATASET.SUBSET {cfg.DATASET.SUBSET}{held} {'leave' if held else 'leaves'} {len(train_loader.dataset)} training images, "
                           f"less than one batch of SOLVER.BATCH_SIZE {cfg.SOLVER.BATCH_SIZE}; raise DATASET.SUBSET "
                           f"or lower SOLVER.BATCH_SIZE")
 
