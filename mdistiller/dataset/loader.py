@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from ..utils.errors import ConfigError
-from .base import set_views
+from .base import collate_fn, set_views
 
 
 class ShardBatchSampler(Sampler):
@@ -137,7 +137,7 @@ def build_loaders(cfg, spec, num_views=1, rank=0, world_size=1, seed=0):
                                       shuffle=True, seed=seed, pad=True, drop_single=True)
     val_sampler = ShardBatchSampler(len(spec.val), math.ceil(cfg.DATASET.TEST.BATCH_SIZE / world_size),
                                     rank, world_size)
-    train = DataLoader(spec.train, batch_sampler=train_sampler,
+    train = DataLoader(spec.train, batch_sampler=train_sampler, collate_fn=collate_fn(spec.train),
                        generator=torch.Generator().manual_seed(seed + rank), **common)
-    val = DataLoader(spec.val, batch_sampler=val_sampler, **common)
+    val = DataLoader(spec.val, batch_sampler=val_sampler, collate_fn=collate_fn(spec.val), **common)
     return train, val
