@@ -61,7 +61,7 @@ DEFAULT_MATRIX = "SLD/fp32,SLD/fp32+cl+compile,SLD/bf16+cl,MLKD/fp32,KD/fp32"  #
 QUICK_MATRIX = "SLD/fp32,SLD/bf16+cl,KD/fp32"  # without --full
 #: run lengths: option -> (quick default, --full default)
 RUN_LENGTHS = {"steps": (2, 6), "warmup": (1, 2), "repeats": (1, 3), "yardstick_iters": (3, 10),
-               "pipeline_seconds": (1.0, 2.0), "imagenet_seconds": (4.0, 10.0)}
+               "pipeline_seconds": (1.0, 2.0), "imagenet_seconds": (8.0, 20.0)}
 #: perf.md: teacher, student and batch size of the reference steps
 REFERENCE_SETUP = ("resnet32x4", "resnet8x4", 64)
 #: perf.md's fp32 steps: distiller -> (samples/s, step / yardstick)
@@ -122,7 +122,8 @@ def parse_args(argv):
     p.add_argument("--pipeline-seconds", type=float, default=None,
                    help="duration of one pipeline run (default 1; --full 2)")
     p.add_argument("--imagenet-seconds", type=float, default=None,
-                   help="CPU seconds of the ImageNet worker-item comparison, all items (default 4; --full 10)")
+                   help="CPU seconds of the ImageNet worker-item comparison, all items together "
+                        "(default 8; --full 20)")
     p.add_argument("--loss", action="store_true", help="also time the SLD loss alone (always with --full)")
     p.add_argument("--threads", type=int, default=2, help="torch threads (perf.md: 2)")
     p.add_argument("--clock", choices=list(CLOCKS), default="wall",

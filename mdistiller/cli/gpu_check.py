@@ -135,7 +135,7 @@ def imagenet_input(device, seconds):
     """The ImageNet input figures (the benchmark's): two-view worker items per core, and the
     device side of DECODE device on ``device``."""
     args = bench.parse_args(["--yardstick-iters", "1", "--imagenet-seconds", str(seconds),
-                             "--pipeline-seconds", str(min(seconds, 3.0)), "--out", ""])
+                             "--pipeline-seconds", str(seconds / 4), "--out", ""])
     return list(bench.imagenet_figures(args, device))
 
 
@@ -278,7 +278,7 @@ def check(args):
             result["pipeline_per_worker"] = per_worker
             save(f"input pipeline (CIFAR-shaped, two views): {per_worker:.0f} images/s per worker core")
             result["imagenet"] = []
-            for fig in imagenet_input(device, 1.0 if dry else 4.0):
+            for fig in imagenet_input(device, 1.0 if dry else 8.0):
                 result["imagenet"].append(fig)
                 save(format_imagenet(fig))
 

@@ -149,8 +149,8 @@ def imagenet_item_makers(folder, size=224):
 def time_items(makers, seconds=2.0, batch_size=32, rounds=5, seed=0, clock=time.process_time):
     """Items/s of ``dataset[i]`` + ``collate`` for each ``name -> (dataset, collate)`` of
     ``makers`` on one core (one torch thread): what one loader worker delivers. The makers
-    take turns in ``rounds`` rounds of about ``seconds / rounds`` each (after one warm-up
-    batch), so they share the machine's state; each figure is the median over its rounds of
+    take turns in ``rounds`` rounds (after one warm-up batch each), ``seconds`` in all, so
+    they share the machine's state; each figure is the median over its rounds of
     this process's CPU time (``clock``), which other processes on a busy machine barely move."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -163,7 +163,7 @@ def time_items(makers, seconds=2.0, batch_size=32, rounds=5, seed=0, clock=time.
         for _ in range(rounds):
             for name, (dataset, collate) in makers.items():
                 items, start, i = 0, clock(), 0
-                while (elapsed := clock() - start) < seconds / rounds or items == 0:
+                while (elapsed := clock() - start) < seconds / rounds / len(makers) or items == 0:
                     collate([dataset[(i + k) % len(dataset)] for k in range(batch_size)])
                     items, i = items + batch_size, i + batch_size
                 rates[name].append(items / elapsed)
