@@ -399,6 +399,9 @@ def validate_cfg(cfg):
         raise ConfigError(f"SOLVER.DEVICE must be auto, cpu or cuda; got '{s.DEVICE}'")
     if not 0 < cfg.DATASET.SUBSET <= 1 or not 0 < cfg.DATASET.VAL_SUBSET <= 1:
         raise ConfigError("DATASET.SUBSET and DATASET.VAL_SUBSET must be fractions in (0, 1]")
+    from ..dataset.imagenet import check_decode
+
+    check_decode(cfg)  # DATASET.DECODE: cpu or device
     validate_framework_keys(cfg)
 
     dot.check_config(cfg)  # SOLVER.TRAINER dot: what DOT supports

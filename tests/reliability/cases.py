@@ -219,6 +219,7 @@ BAD_INPUTS = [
     _train("subset below one batch", "DATASET.SUBSET", "0.0001",
            pattern=r"DATASET.SUBSET 0.0001 leaves \d+ training images, less than one batch"),
     _train("synthetic size 0", "DATASET.SYNTHETIC_SIZE", "0", pattern=r"DATASET.SYNTHETIC_SIZE must be"),
+    _train("decode gpu", "DATASET.DECODE", "gpu", pattern=r"DATASET.DECODE must be one of cpu, device; got 'gpu'"),
     _train("dataset root is a file", "DATASET.ROOT", __file__, pattern=r"DATASET.ROOT .* is a file"),
     _train("read freq 0", "LOG.READ_FREQ", "0", pattern=r"LOG.READ_FREQ must be at least 1"),
     _train("checkpoint freq 0", "LOG.SAVE_CHECKPOINT_FREQ", "0", pattern=r"LOG.SAVE_CHECKPOINT_FREQ must be"),
