@@ -75,25 +75,24 @@ def make_jpeg_folder(root, n=32, size=IMAGENET_SIZE, seed=0, quality=90):
     return os.path.join(root, "train")
 
 
-def _pil_ops():
-    """The strong view's RandAugment ops as PIL applies them (the reference's FixMatch table)."""
-    affine = lambda coeffs: lambda im, v: im.transform(im.size, Image.AFFINE, coeffs(im, v))  # noqa: E731
-    return {
-        "AutoContrast": lambda im, v: ImageOps.autocontrast(im),
-        "Brightness": lambda im, v: ImageEnhance.Brightness(im).enhance(v),
-        "Color": lambda im, v: ImageEnhance.Color(im).enhance(v),
-        "Contrast": lambda im, v: ImageEnhance.Contrast(im).enhance(v),
-        "Equalize": lambda im, v: ImageOps.equalize(im),
-        "Identity": lambda im, v: im,
-        "Posterize": lambda im, v: ImageOps.posterize(im, max(1, int(v))),
-        "Rotate": lambda im, v: im.rotate(v),
-        "Sharpness": lambda im, v: ImageEnhance.Sharpness(im).enhance(v),
-        "ShearX": affine(lambda im, v: (1, v, 0, 0, 1, 0)),
-        "ShearY": affine(lambda im, v: (1, 0, 0, v, 1, 0)),
-        "Solarize": lambda im, v: ImageOps.solarize(im, v),
-        "TranslateX": affine(lambda im, v: (1, 0, v * im.size[0], 0, 1, 0)),
-        "TranslateY": affine(lambda im, v: (1, 0, 0, 0, 1, v * im.size[1])),
-    }
+#: the strong view's RandAugment ops as PIL applies them (the reference's FixMatch table):
+#: name -> (PIL image, magnitude) -> PIL image
+PIL_OPS = {
+    "AutoContrast": lambda im, v: ImageOps.autocontrast(im),
+    "Brightness": lambda im, v: ImageEnhance.Brightness(im).enhance(v),
+    "Color": lambda im, v: ImageEnhance.Color(im).enhance(v),
+    "Contrast": lambda im, v: ImageEnhance.Contrast(im).enhance(v),
+    "Equalize": lambda im, v: ImageOps.equalize(im),
+    "Identity": lambda im, v: im,
+    "Posterize": lambda im, v: ImageOps.posterize(im, max(1, int(v))),
+    "Rotate": lambda im, v: im.rotate(v),
+    "Sharpness": lambda im, v: ImageEnhance.Sharpness(im).enhance(v),
+    "ShearX": lambda im, v: im.transform(im.size, Image.AFFINE, (1, v, 0, 0, 1, 0)),
+    "ShearY": lambda im, v: im.transform(im.size, Image.AFFINE, (1, 0, 0, v, 1, 0)),
+    "Solarize": lambda im, v: ImageOps.solarize(im, v),
+    "TranslateX": lambda im, v: im.transform(im.size, Image.AFFINE, (1, 0, v * im.size[0], 0, 1, 0)),
+    "TranslateY": lambda im, v: im.transform(im.size, Image.AFFINE, (1, 0, 0, 0, 1, v * im.size[1])),
+}
 
 
 class ReferenceItem:
@@ -110,7 +109,7 @@ class ReferenceItem:
         self.samples = ImageFolder(folder).samples
         self.crop = T.Compose([T.RandomResizedCrop(size), T.RandomHorizontalFlip()])
         self.tensor = T.Compose([T.ToTensor(), T.Normalize(MEAN, STD)])
-        self.ops, self.size = _pil_ops(), size
+        self.ops, self.size = PIL_OPS, size
 
     def strong(self, im):
         for _ in range(2):
