@@ -62,18 +62,25 @@ def draft_scale(width, height, min_side, needed):
     return next((s for s in DRAFT_SCALES if min_side / s >= needed and min(width, height) >= s), 1)
 
 
-def open_rgb(source, reduce=1):
+def open_rgb(source, reduce=1, boxes_for=None):
     """PIL RGB image of a path or bytes; a JPEG decoded at 1/``reduce`` of its size (``draft``).
-    Returns (image, (sx, sy)): the original pixels per decoded pixel along x and y."""
+    ``boxes_for(height, width)``, when given, draws boxes from the header's size first and
+    the reduction is chosen for them: ``(reduce, needed) = boxes_for(...)`` returns the boxes
+    and the smallest side they need. Returns (image, (sx, sy), boxes): the original pixels per
+    decoded pixel along x and y, and the boxes (None without ``boxes_for``). The file is opened once."""
+    boxes = None
     with Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source) as im:
         width, height = im.size
+        if boxes_for is not None:
+            boxes, reduce = boxes_for(height, width)
         if reduce > 1 and im.format == "JPEG":
             im.draft("RGB", (math.ceil(width / reduce), math.ceil(height / reduce)))
-        image = im.convert("RGB")
+        im.load()
+        image = im if im.mode == "RGB" else im.convert("RGB")  # an RGB JPEG needs no copy
     if image.size == (width, height):
-        return image, (1.0, 1.0)
+        return image, (1.0, 1.0), boxes
     exact = image.size == (math.ceil(width / reduce), math.ceil(height / reduce))
-    return image, ((reduce, reduce) if exact else (width / image.width, height / image.height))
+    return image, ((reduce, reduce) if exact else (width / image.width, height / image.height)), boxes
 
 
 def resized_crops(image, scale, boxes, size):
@@ -133,21 +140,25 @@ class ImageFolderDataset(Dataset):
             return self.encoded_item(path, target, i)
         item = {"target": target, "index": i}
         if not self.train:
-            with Image.open(path) as im:
-                width, height = im.size
-            reduce = draft_scale(width, height, min(width, height), val_side(self.size)) if self.draft else 1
-            item["image"] = self.val_transform(open_rgb(path, reduce)[0])
+            side = val_side(self.size)
+            image = open_rgb(path, boxes_for=lambda h, w: (None, self.reduction(w, h, min(w, h), side)))[0]
+            item["image"] = self.val_transform(image)
             return item
-        with Image.open(path) as im:  # the header only: the size the boxes are drawn in
-            width, height = im.size
-        boxes = self.boxes(height, width)
-        reduce = draft_scale(width, height, min(min(b[2:]) for b in boxes), self.size) if self.draft else 1
-        image, scale = open_rgb(path, reduce)
+
+        def boxes_for(height, width):  # drawn from the header's size, before decoding
+            boxes = self.boxes(height, width)
+            return boxes, self.reduction(width, height, min(min(b[2:]) for b in boxes), self.size)
+
+        image, scale, boxes = open_rgb(path, boxes_for=boxes_for)
         crops = resized_crops(image, scale, boxes, self.size)
         item["image"] = crops[0]
         if len(crops) == 2:
             item["crop_strong"] = crops[1]  # its own RandomResizedCrop draw
         return item
+
+    def reduction(self, width, height, min_side, needed):
+        """The JPEG decoding reduction (DECODE_DRAFT), 1 when off."""
+        return draft_scale(width, height, min_side, needed) if self.draft else 1
 
     def encoded_item(self, path, target, i):
         """The file's bytes and crop boxes (drawn from its header's size); a file PIL cannot
