@@ -145,11 +145,12 @@ def imagenet_item_makers(folder, size=224):
     return makers
 
 
-def time_items(makers, seconds=2.0, batch_size=32, rounds=5, seed=0, clock=time.process_time):
+def time_items(makers, seconds=2.0, batch_size=32, rounds=8, seed=0, clock=time.process_time):
     """Items/s of ``dataset[i]`` + ``collate`` for each ``name -> (dataset, collate)`` of
     ``makers`` on one core (one torch thread): what one loader worker delivers. The makers
-    take turns in ``rounds`` rounds (after one warm-up batch each), ``seconds`` in all, so
-    they share the machine's state; each figure is the median over its rounds of
+    take turns in ``rounds`` rounds (after one warm-up batch each; each round starts with the
+    next maker, so none always follows the same one), ``seconds`` in all, so they share the
+    machine's state; each figure is the median over its rounds of
     this process's CPU time (``clock``), which other processes on a busy machine barely move."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -159,8 +160,10 @@ def time_items(makers, seconds=2.0, batch_size=32, rounds=5, seed=0, clock=time.
         rates = {name: [] for name in makers}
         for dataset, collate in makers.values():
             collate([dataset[i % len(dataset)] for i in range(batch_size)])
-        for _ in range(rounds):
-            for name, (dataset, collate) in makers.items():
+        names = list(makers)
+        for r in range(rounds):
+            for name in names[r % len(names):] + names[:r % len(names)]:  # each round starts elsewhere
+                dataset, collate = makers[name]
                 items, start, i = 0, clock(), 0
                 while (elapsed := clock() - start) < seconds / rounds / len(makers) or items == 0:
                     collate([dataset[(i + k) % len(dataset)] for k in range(batch_size)])
