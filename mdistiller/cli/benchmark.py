@@ -143,6 +143,8 @@ def parse_args(argv):
     for name, defaults in RUN_LENGTHS.items():
         if getattr(args, name) is None:
             setattr(args, name, defaults[args.full])
+        elif name.endswith("seconds") and not getattr(args, name) > 0:
+            p.error(f"--{name.replace('_', '-')} must be a positive number of seconds, got {getattr(args, name)}")
     args.loss = args.loss or args.full
     matrix = case_name((args.distiller, args.precision, args.channels_last, False)) if args.distiller else args.matrix
     try:

@@ -83,7 +83,10 @@ def parse_args(argv):
                    help="seconds the whole check may take, compilation included; cases that would not fit "
                         "are skipped and named (default 300 on CUDA, none dry; 0 = none)")
     add_debug_flag(p)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.budget is not None and not args.budget >= 0:
+        p.error(f"--budget must be a number of seconds >= 0 (0 = no limit), got {args.budget}")
+    return args
 
 
 def run_tests(selection, timeout=None):

@@ -37,6 +37,13 @@ def test_cases_that_do_not_fit_the_budget_are_skipped_and_named(tmp_path, capsys
     assert "skipped KD/fp32+compile (batch 8): would take about 120 s" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("budget", ["-1", "nan"])
+def test_a_negative_budget_is_a_usage_error(budget, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--dry", "--budget", budget])
+    assert e.value.code == 2 and "--budget must be a number of seconds >= 0" in capsys.readouterr().err
+
+
 def fake_python(tmp_path, pip_works):
     """A python3 stand-in for scripts/gpu_check.sh: torch "imports", the test requirements do
     not until pip ran (which fails, or succeeds and leaves a marker); the tool itself runs for real."""
