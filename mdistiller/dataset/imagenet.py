@@ -64,10 +64,10 @@ def draft_scale(width, height, min_side, needed):
 
 def open_rgb(source, reduce=1, boxes_for=None):
     """PIL RGB image of a path or bytes; a JPEG decoded at 1/``reduce`` of its size (``draft``).
-    ``boxes_for(height, width)``, when given, draws boxes from the header's size first and
-    the reduction is chosen for them: ``(reduce, needed) = boxes_for(...)`` returns the boxes
-    and the smallest side they need. Returns (image, (sx, sy), boxes): the original pixels per
-    decoded pixel along x and y, and the boxes (None without ``boxes_for``). The file is opened once."""
+    ``boxes_for(height, width) -> (boxes, reduce)``, when given, is called with the header's
+    size before decoding and decides the reduction (the file is opened once). Returns (image,
+    (sx, sy), boxes): the original pixels per decoded pixel along x and y, and ``boxes_for``'s
+    boxes (None without it)."""
     boxes = None
     with Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source) as im:
         width, height = im.size
