@@ -17,6 +17,7 @@ strong view is made (the reference builds its two views with two independent
   nvJPEG on CUDA) and crops and resizes there.
 """
 
+import copy
 import io
 import math
 import os
@@ -122,6 +123,13 @@ class ImageFolderDataset(Dataset):
         self.train, self.views, self.size, self.decode, self.draft = train, 1, size, decode, draft
         self.val_transform = v2.Compose([v2.Resize(val_side(size)), v2.CenterCrop(size), v2.PILToTensor()])
         self.collate_fn = collate_encoded if decode == "device" else None
+
+    def eval_view(self):
+        """These images loaded as the validation split is (a training split's holdout: the
+        resize and centre crop, one view), sharing the folder listing and the decode mode."""
+        view = copy.copy(self)
+        view.train, view.views = False, 1
+        return view
 
     def set_views(self, num_views):
         """Views the training pipeline makes: with 2, each item carries a second, independent crop."""

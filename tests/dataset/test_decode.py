@@ -156,6 +156,19 @@ def test_a_mixed_folder_trains_with_device_decoding(tmp_path, caplog):
     assert "png.JPEG" in text
 
 
+def test_eval_view_loads_training_images_as_validation_does(tmp_path):
+    folder = make_jpeg_folder(str(tmp_path), 2, size=(80, 60))
+    for decode in ("cpu", "device"):
+        ds = ImageFolderDataset(folder, True, size=48, decode=decode)
+        ds.set_views(2)
+        view = ds.eval_view()
+        assert ds.train and ds.views == 2 and not view.train and view.views == 1 and view.collate_fn is ds.collate_fn
+        item = view[0]
+        assert "box" not in item and "crop_strong" not in item
+        if decode == "cpu":
+            assert item["image"].shape == (3, 48, 48)
+
+
 def test_decode_is_checked():
     cfg = get_default_cfg()
     cfg.DATASET.TYPE, cfg.DATASET.ROOT, cfg.DATASET.DECODE = "imagenet", "/nowhere", "gpu"
