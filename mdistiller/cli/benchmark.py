@@ -15,7 +15,8 @@ random teacher weights, for a matrix of cases (default: SLD fp32, SLD fp32 + cha
 ``DATASET.DECODE`` cpu (with and without reduced-size decoding) and device beside the SLD
 reference's item, in one interleaved measurement of CPU time (their ratios are the figures
 that transfer; :func:`mdistiller.dataset.bench.time_items`), and the device side of
-``DECODE device`` on the benchmark's device; and the yardstick of ``perf.md`` (four ``Conv2d(64, 64, 3, padding=1)`` + ReLU layers on
+``DECODE device`` on the benchmark's device; and the yardstick of ``perf.md`` (four
+``Conv2d(64, 64, 3, padding=1)`` + ReLU layers on
 ``randn(32, 64, 32, 32)``, one SGD step).
 
 Absolute times drift with the machine and its load, so every figure is reported with its
@@ -364,7 +365,8 @@ def imagenet_figures(args, device, batch=32):
         yard = yardstick(device, args.yardstick_iters, clock=CLOCKS["wall"])
         rate = input_bench.time_device_decode(folder, device, seconds=args.pipeline_seconds, batch_size=batch)
         yield {"kind": "imagenet", "name": f"imagenet/device-side ({device.type})", "unit": "images/s",
-               "value": rate, "ms": 1e3 * batch / rate, "over_yardstick": batch / rate / yard, "yardstick_ms": 1e3 * yard,
+               "value": rate, "ms": 1e3 * batch / rate, "over_yardstick": batch / rate / yard,
+               "yardstick_ms": 1e3 * yard,
                "reference": None, "vs_reference": None, "target": None, "clock": "wall",
                "threads": torch.get_num_threads()}
 

@@ -94,7 +94,8 @@ def resized_crops(image, scale, boxes, size):
         if scale == (1.0, 1.0):
             crop = image.crop((left, top, left + w, top + h)).resize((size, size), Image.BILINEAR)
         else:  # a float box in the decoded image's coordinates keeps the crop's geometry exact
-            crop = image.resize((size, size), Image.BILINEAR, box=(left / sx, top / sy, (left + w) / sx, (top + h) / sy))
+            box = (left / sx, top / sy, (left + w) / sx, (top + h) / sy)
+            crop = image.resize((size, size), Image.BILINEAR, box=box)
         out.append(TF.pil_to_tensor(crop))
     return out
 
