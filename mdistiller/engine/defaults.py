@@ -36,7 +36,7 @@ CFG.DATASET.SUBSET = 1.0  # fraction of the training set used (a fixed, seeded s
 CFG.DATASET.VAL_SUBSET = 1.0  # fraction of the validation set used (a fixed subset)
 CFG.DATASET.IMAGE_SIZE = 0  # imagefolder, tiny_imagenet: image side (32 = CIFAR-style pipeline); 0 = their default
 CFG.DATASET.AUG_ON_DEVICE = True  # build augmented views on the training device, after collation
-CFG.DATASET.DECODE = "cpu"  # imagenet/imagefolder: cpu (the workers decode with PIL) or device (the training device; CUDA: nvJPEG)
+CFG.DATASET.DECODE = "cpu"  # imagenet/imagefolder decoding: cpu (workers, PIL) or device (CUDA: nvJPEG)
 CFG.DATASET.DECODE_DRAFT = True  # DECODE cpu: decode JPEGs at 1/2, 1/4 or 1/8 size (PIL draft) when the crops allow
 CFG.DATASET.SYNTHETIC_SIZE = 256  # number of training images of the synthetic dataset
 CFG.DATASET.SYNTHETIC_CLASSES = 10  # number of classes of the synthetic dataset
