@@ -302,6 +302,8 @@ class BatchTransform:
         std = torch.tensor(spec.std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
         mean = torch.tensor(spec.mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
         self.scale, self.shift = 1 / (255 * std), -mean / std
+        self.decoder = None  # DATASET.DECODE device batches (they carry "jpeg"): made on first use
+        self.size, self.device = spec.image_size, torch.device(device)
 
     def normalize(self, x):
         """uint8 -> (x / 255 - mean) / std, as float32."""
@@ -313,6 +315,12 @@ class BatchTransform:
         return cutout(x, p["cutout_cy"], p["cutout_cx"], p["cutout_side"])
 
     def __call__(self, batch):
+        if "jpeg" in batch:  # undecoded (DATASET.DECODE device): decode and crop on the device first
+            if self.decoder is None:
+                from .device_decode import DeviceDecoder
+
+                self.decoder = DeviceDecoder(self.size, self.device)
+            batch = self.decoder(batch)
         out = dict(batch)
         x = out.pop("image")
         x_strong = out.pop("crop_strong", x)

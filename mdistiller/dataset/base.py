@@ -64,8 +64,7 @@ def set_views(dataset, num_views):
     """Tell ``dataset`` (through subset wrappers) how many views the training pipeline makes;
     datasets whose workers crop (ImageNet) then return a second, independent crop for the
     strong view. Datasets without ``set_views`` ignore it."""
-    while dataset is not None and not hasattr(dataset, "set_views"):
-        dataset = getattr(dataset, "base", None)
+    dataset = _unwrap(dataset, "set_views")
     if dataset is not None:
         dataset.set_views(num_views)
 
@@ -76,6 +75,20 @@ def eval_view(dataset):
     (``eval_view()``); the others load both splits alike and are returned as they are."""
     view = getattr(dataset, "eval_view", None)
     return view() if view is not None else dataset
+
+
+def _unwrap(dataset, attr):
+    """``dataset`` or the dataset it wraps (subset wrappers' ``base``) that has ``attr``, or None."""
+    while dataset is not None and not hasattr(dataset, attr):
+        dataset = getattr(dataset, "base", None)
+    return dataset
+
+
+def collate_fn(dataset):
+    """The collate function of ``dataset`` (through subset wrappers): its ``collate_fn``
+    attribute when set (e.g. ImageNet's ``DATASET.DECODE device`` items), else None (the default)."""
+    dataset = _unwrap(dataset, "collate_fn")
+    return None if dataset is None else dataset.collate_fn
 
 
 def data_root(cfg, default):

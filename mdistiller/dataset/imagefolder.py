@@ -23,7 +23,7 @@ from torchvision.transforms import v2
 
 from ..utils.errors import ConfigError, DataError
 from .base import DatasetSpec, register_dataset
-from .imagenet import MEAN, STD, ImageFolderDataset
+from .imagenet import MEAN, STD, ImageFolderDataset, check_decode
 
 DEFAULT_SIZE = 224
 CIFAR_SIZE = 32
@@ -94,7 +94,9 @@ def build_imagefolder(cfg):
         splits = [ImageListDataset(s.samples, size) for s in (train, val)]
         family, pad = "cifar", 4
     else:  # the ImageNet pipeline at this size (its changes apply here too)
-        splits = [ImageFolderDataset(os.path.join(root, n), n == "train", size) for n in ("train", "val")]
+        check_decode(cfg)
+        splits = [ImageFolderDataset(os.path.join(root, n), n == "train", size, cfg.DATASET.DECODE,
+                                     cfg.DATASET.DECODE_DRAFT) for n in ("train", "val")]
         family, pad = "imagenet", 0
     return DatasetSpec(*splits, num_classes=len(train.classes), model_family=family, mean=MEAN, std=STD,
                        image_size=size, pad=pad)

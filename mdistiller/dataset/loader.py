@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from ..utils.errors import ConfigError
-from .base import set_views
+from .base import collate_fn, set_views
 
 
 class ShardBatchSampler(Sampler):
@@ -151,7 +151,7 @@ def build_loaders(cfg, spec, num_views=1, rank=0, world_size=1, seed=0):
     common = loader_options(cfg)
     train_sampler = ShardBatchSampler(len(spec.train), cfg.SOLVER.BATCH_SIZE // world_size, rank, world_size,
                                       shuffle=True, seed=seed, pad=True, drop_single=True)
-    train = DataLoader(spec.train, batch_sampler=train_sampler,
+    train = DataLoader(spec.train, batch_sampler=train_sampler, collate_fn=collate_fn(spec.train),
                        generator=torch.Generator().manual_seed(seed + rank), **common)
     return train, build_eval_loader(cfg, spec.val, rank, world_size)
 
@@ -160,7 +160,7 @@ def build_eval_loader(cfg, dataset, rank=0, world_size=1):
     """This rank's evaluation loader of ``dataset`` (the test split, or the holdout): in
     index order, ``DATASET.TEST.BATCH_SIZE`` global, each sample on exactly one rank."""
     sampler = ShardBatchSampler(len(dataset), math.ceil(cfg.DATASET.TEST.BATCH_SIZE / world_size), rank, world_size)
-    return DataLoader(dataset, batch_sampler=sampler, **loader_options(cfg))
+    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_fn(dataset), **loader_options(cfg))
 
 
 def loader_options(cfg):

@@ -478,8 +478,10 @@ def validate_cfg(cfg):
     if not 0 < cfg.DATASET.SUBSET <= 1 or not 0 < cfg.DATASET.VAL_SUBSET <= 1:
         raise ConfigError("DATASET.SUBSET and DATASET.VAL_SUBSET must be fractions in (0, 1]")
     from ..dataset import check_holdout
+    from ..dataset.imagenet import check_decode
 
     check_holdout(cfg)
+    check_decode(cfg)  # DATASET.DECODE: cpu or device
     validate_framework_keys(cfg)
 
     dot.check_config(cfg)  # SOLVER.TRAINER dot: what DOT supports

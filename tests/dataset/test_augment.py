@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageDraw, ImageEnhance, ImageOps
+from PIL import Image, ImageDraw
 
 from mdistiller.dataset import DatasetSpec, build_batch_transform
 from mdistiller.dataset.augment import (
@@ -16,6 +16,7 @@ from mdistiller.dataset.augment import (
     cutout,
     sample_randaugment,
 )
+from mdistiller.dataset.bench import PIL_OPS
 
 MEAN, STD = (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)
 
@@ -213,22 +214,7 @@ def test_cutout_matches_the_reference_rectangle():
 # ---------------------------------------------------------------------------------------
 # Op semantics versus PIL (the reference applies them with PIL)
 # ---------------------------------------------------------------------------------------
-PIL_OPS = {
-    "AutoContrast": lambda im, v: ImageOps.autocontrast(im),
-    "Brightness": lambda im, v: ImageEnhance.Brightness(im).enhance(v),
-    "Color": lambda im, v: ImageEnhance.Color(im).enhance(v),
-    "Contrast": lambda im, v: ImageEnhance.Contrast(im).enhance(v),
-    "Equalize": lambda im, v: ImageOps.equalize(im),
-    "Identity": lambda im, v: im,
-    "Posterize": lambda im, v: ImageOps.posterize(im, max(1, int(v))),
-    "Rotate": lambda im, v: im.rotate(v),
-    "Sharpness": lambda im, v: ImageEnhance.Sharpness(im).enhance(v),
-    "ShearX": lambda im, v: im.transform(im.size, Image.AFFINE, (1, v, 0, 0, 1, 0)),
-    "ShearY": lambda im, v: im.transform(im.size, Image.AFFINE, (1, 0, 0, v, 1, 0)),
-    "Solarize": lambda im, v: ImageOps.solarize(im, v),
-    "TranslateX": lambda im, v: im.transform(im.size, Image.AFFINE, (1, 0, v * im.size[0], 0, 1, 0)),
-    "TranslateY": lambda im, v: im.transform(im.size, Image.AFFINE, (1, 0, 0, 0, 1, v * im.size[1])),
-}
+# PIL_OPS (mdistiller.dataset.bench): the reference's op table as PIL applies it
 
 
 def smooth_images(n, size, seed):

@@ -251,6 +251,7 @@ BAD_INPUTS = [
     _train("holdout empties a class", "DATASET.HOLDOUT", "0.99",
            pattern=r"DATASET.HOLDOUT 0.99 holds out all \d+ training images of class \d+, leaving none"),
     _train("holdout seed -1", "DATASET.HOLDOUT_SEED", "-1", pattern=r"DATASET.HOLDOUT_SEED must be an integer >= 0"),
+    _train("decode gpu", "DATASET.DECODE", "gpu", pattern=r"DATASET.DECODE must be one of cpu, device; got 'gpu'"),
     _train("dataset root is a file", "DATASET.ROOT", __file__, pattern=r"DATASET.ROOT .* is a file"),
     _train("read freq 0", "LOG.READ_FREQ", "0", pattern=r"LOG.READ_FREQ must be at least 1"),
     _train("checkpoint freq 0", "LOG.SAVE_CHECKPOINT_FREQ", "0", pattern=r"LOG.SAVE_CHECKPOINT_FREQ must be"),
