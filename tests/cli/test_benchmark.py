@@ -105,10 +105,11 @@ def test_bad_case_is_a_usage_error(capsys):
     for bad in ("SLD/fp32+cl+cl", "SLD/fp32+fast"):
         with pytest.raises(SystemExit):
             main(TINY + ["--matrix", bad])
+    capsys.readouterr()
     for option in ("--imagenet-seconds", "--pipeline-seconds"):
         with pytest.raises(SystemExit) as e:
             main(TINY + [option, "0"])
-        assert e.value.code == 2 and f"{option} must be a positive number of seconds" in capsys.readouterr().err
+        assert e.value.code == 2 and f"{option}: must be a number > 0, got '0'" in capsys.readouterr().err
 
 
 def test_unknown_distiller_is_one_line(capsys):

@@ -6,6 +6,7 @@ with ``device``."""
 import io
 import logging
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -182,6 +183,8 @@ def test_device_batches_make_the_same_views_as_cpu_batches(tmp_path):
     make_jpeg_folder(str(tmp_path), 4, size=(80, 60))
     os.rename(tmp_path / "train", tmp_path / "val")
     make_jpeg_folder(str(tmp_path), 4, size=(80, 60))
+    for split in ("train", "val"):  # a classifier needs two classes
+        shutil.copytree(tmp_path / split / "c0", tmp_path / split / "c1")
     views = {}
     for mode in ("cpu", "device"):
         cfg = get_default_cfg()
