@@ -19,7 +19,9 @@ from types import SimpleNamespace
 
 import torch
 
+from ..config.defaults import CFG
 from ..config.load import cfg_to_dict, diff_cfg, get_key, load_cfg
+from ..distillers.ensemble import teacher_label, teacher_names
 from ..dataset.loader import check_batch, check_subset
 from ..runs import folder as rf
 from ..runs.checkpoint import load_checkpoint
@@ -113,13 +115,26 @@ class RunFolder:
             self.rf.remove_created(self.created)
 
 
+def added_at_default(saved, cfg, key):
+    """A key the checkpoint's config lacks (added to the framework since) at its default."""
+    try:
+        get_key(saved, key)
+        return False
+    except (KeyError, AttributeError, TypeError):
+        pass
+    try:
+        return get_key(cfg, key) == get_key(CFG, key)
+    except (KeyError, AttributeError):
+        return False
+
+
 def check_resume_config(cfg, state, path):
     """Only RESUME_FREE_KEYS may differ from the checkpoint's config; returns the changes
     ``{key: [old, new]}`` (recorded in the run's config history)."""
     saved = state.get("config")
     if saved is None:
         return {}
-    changed = diff_cfg(saved, cfg)
+    changed = [k for k in diff_cfg(saved, cfg) if not added_at_default(saved, cfg, k)]
     differ = [k for k in changed if not k.startswith(RESUME_FREE_KEYS)]
     if differ:
         raise ConfigError(f"--resume: checkpoint '{path}' was written with a different config "
@@ -161,10 +176,27 @@ def dry_run(trainer, distiller, cfg):
         raise
     except (RuntimeError, ValueError, IndexError, KeyError, TypeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(f"{cfg.DISTILLER.TYPE} cannot train {cfg.DISTILLER.TEACHER} -> {cfg.DISTILLER.STUDENT} "
+        raise ConfigError(f"{cfg.DISTILLER.TYPE} cannot train {teacher_label(cfg)} -> {cfg.DISTILLER.STUDENT} "
                           f"on {cfg.DATASET.TYPE}: {first[:200]}") from e
     finally:
         distiller.load_state_dict(saved)
+
+
+def log_teachers(trainer, cfg, logger):
+    """Each teacher's test top-1 before training (and, for several, the ensemble's)."""
+    teacher = trainer.distiller.teacher
+    members = list(getattr(teacher, "teachers", []))
+    rows = [(f"teacher {n}", "teacher" if not members else f"teacher{i}",
+             trainer.evaluate(lambda x, m=m: m(x)[0]))
+            for i, (n, m) in enumerate(zip(teacher_names(cfg), members or [teacher]))]
+    if members:
+        rows.append((f"teacher ensemble {teacher_label(cfg)}", "ensemble", trainer.evaluate_teacher()))
+    for label, key, acc in rows:
+        msg = f"{label} test top-1 {acc['top1']:.2f} top-5 {acc['top5']:.2f} on {acc['count']} images"
+        if logger is not None:
+            log.info(msg)
+            logger.text(msg)
+            logger.scalars({f"{key}/top1": acc["top1"], f"{key}/top5": acc["top5"]}, 0)
 
 
 def run(cfg, args, argv):
@@ -207,7 +239,7 @@ def run(cfg, args, argv):
         dry_run(trainer, distiller, cfg)
         extra = distiller.get_extra_parameters()
         if logger is not None:
-            logger.text(f"run {run_dir}: {cfg.DISTILLER.TYPE} {cfg.DISTILLER.TEACHER} -> {cfg.DISTILLER.STUDENT} on "
+            logger.text(f"run {run_dir}: {cfg.DISTILLER.TYPE} {teacher_label(cfg)} -> {cfg.DISTILLER.STUDENT} on "
                         f"{cfg.DATASET.TYPE} ({len(loaders[0].dataset)} train images), world size {ctx.world_size}, "
                         f"device {ctx.device}, extra parameters {extra}")
             if changes:
@@ -218,13 +250,7 @@ def run(cfg, args, argv):
             if ctx.is_main:
                 log.info(f"resuming '{run_dir}' from {os.path.basename(resume_path)} at {where}")
         elif distiller.teacher is not None:
-            acc = trainer.evaluate_teacher()
-            msg = (f"teacher {cfg.DISTILLER.TEACHER} test top-1 {acc['top1']:.2f} top-5 {acc['top5']:.2f} "
-                   f"on {acc['count']} images")
-            if logger is not None:
-                log.info(msg)
-                logger.text(msg)
-                logger.scalars({"teacher/top1": acc["top1"], "teacher/top5": acc["top5"]}, 0)
+            log_teachers(trainer, cfg, logger)
         try:
             best = trainer.train()
         except StopRequested as stop:
