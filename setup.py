@@ -15,6 +15,7 @@ CONSOLE_SCRIPTS = [
     "mdistiller-download = mdistiller.cli.download:main",
     "mdistiller-demo = mdistiller.cli.demo:main",
     "mdistiller-benchmark = mdistiller.cli.benchmark:main",
+    "mdistiller-export = mdistiller.cli.export:main",
 ]
 
 setup(
@@ -26,6 +27,10 @@ setup(
     python_requires=">=3.9",
     install_requires=requirements,
     # timm: optional (timm:<name> models); it pulls in huggingface_hub, which the zoo never needs
-    extras_require={"test": ["pytest>=7", "hypothesis>=6", "timm>=1.0"], "timm": ["timm>=1.0"]},
+    extras_require={"test": ["pytest>=7", "hypothesis>=6", "timm>=1.0", "scipy>=1.11", "onnx>=1.16",
+                             "onnxscript>=0.2", "onnxruntime>=1.18"],
+                    "timm": ["timm>=1.0"], "stats": ["scipy>=1.11"],
+                    # tools/export.py --format onnx: torch's ONNX exporter needs onnxscript; parity runs onnxruntime
+                    "export": ["onnx>=1.16", "onnxscript>=0.2", "onnxruntime>=1.18"]},
     entry_points={"console_scripts": CONSOLE_SCRIPTS},
 )

@@ -3,6 +3,7 @@
 (in-process ``main(argv)``, one real subprocess kill) and print the counts:
 
     bad inputs answered cleanly: N/M, faults survived: N/M
+    per tool: benchmark N/M, demo N/M, ...  (every tool of tools/)
 
 A bad input is answered cleanly when it gets exit code 2, one ``error:`` line naming the
 problem, no traceback, and no file changes. A fault is survived when following the printed
@@ -51,10 +52,12 @@ def main(argv=None):
     failures = []
     with tempfile.TemporaryDirectory() as tmp:
         env = Env(Path(tmp))
-        bad_ok = 0
+        bad_ok, per_tool = 0, {}
         for case in BAD_INPUTS:
             ok = attempt(f"bad input '{case.id}'", lambda: try_bad_input(env, case), failures)
             bad_ok += ok
+            done, total = per_tool.get(case.tool, (0, 0))
+            per_tool[case.tool] = (done + ok, total + 1)
             logging.debug("%s bad input %s", "ok  " if ok else "FAIL", case.id)
         points, ref = commit_points(env)
         faults = [(f"{kind} at commit write point {i} ({point})",
@@ -70,6 +73,7 @@ def main(argv=None):
         print(f"FAILED {f}")
     print(f"bad inputs answered cleanly: {bad_ok}/{len(BAD_INPUTS)}, faults survived: {fault_ok}/{len(faults)} "
           f"({time.time() - t0:.0f} s)")
+    print("per tool: " + ", ".join(f"{tool} {done}/{total}" for tool, (done, total) in sorted(per_tool.items())))
     return 0 if not failures else 1
 
 

@@ -2,7 +2,10 @@
 
 It trains a teacher on a larger share of the training set, then three students on a
 smaller share with vanilla training, KD and SLD (configs in ``configs/fashion_mnist/``),
-and prints their test top-1. Every run is an ordinary run folder under ``--output``.
+and prints their test top-1: at the epoch selected on a holdout of the training set (the
+configs' ``DATASET.HOLDOUT``; the teacher checkpoint the students learn from is selected
+the same way), at the last epoch, and the best over epochs (selected on the test set,
+optimistic). Every run is an ordinary run folder under ``--output``.
 """
 
 import argparse
@@ -14,9 +17,11 @@ import warnings
 
 from ..config.load import load_cfg
 from ..engine.run import train
-from ..runs.loggers import read_metrics, setup_logging
+from ..engine.selection import describe, select_epoch, selected_on
 from ..runs.folder import run_dir_of
-from .common import REPO_ROOT, add_quiet_flag
+from ..runs.loggers import read_metrics, setup_logging
+from ..utils.errors import user_errors
+from .common import REPO_ROOT, ArgumentParser, add_quiet_flag, new_folder, number
 
 log = logging.getLogger("mdistiller.demo")
 
@@ -25,10 +30,12 @@ STUDENTS = [("vanilla", "vanilla.yaml"), ("KD", "kd.yaml"), ("SLD", "sld.yaml")]
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(description="Distil on Fashion-MNIST and print a table of test top-1.")
-    p.add_argument("--output", default=os.path.join(REPO_ROOT, "output", "demo"), help="LOG.PREFIX of the runs")
-    p.add_argument("--seed", type=int, default=0, help="EXPERIMENT.SEED of every run")
-    p.add_argument("--epochs-scale", type=float, default=1.0, help="multiply every run's epochs (quick checks)")
+    p = ArgumentParser(description="Distil on Fashion-MNIST and print a table of test top-1.")
+    p.add_argument("--output", type=new_folder, default=os.path.join(REPO_ROOT, "output", "demo"),
+                   help="LOG.PREFIX of the runs")
+    p.add_argument("--seed", type=number(int, low=0, high=2**63 - 1), default=0, help="EXPERIMENT.SEED of every run")
+    p.add_argument("--epochs-scale", type=number(float, above=0, high=100), default=1.0,
+                   help="multiply every run's epochs (quick checks)")
     add_quiet_flag(p)
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides for every run")
     return p.parse_args(argv)
@@ -41,28 +48,49 @@ def _load_quietly(path, opts=None):
         return load_cfg(path, opts)
 
 
-def run(name, cfg_file, args, extra):
+class RunFailed(Exception):
+    """A run of the demo failed; it has printed its one-line error."""
+
+
+def run_opts(cfg_file, args, extra):
     cfg_path = os.path.join(CONFIG_DIR, cfg_file)
     epochs = _load_quietly(cfg_path).SOLVER.EPOCHS
     opts = ["LOG.PREFIX", args.output, "EXPERIMENT.SEED", str(args.seed),
             "SOLVER.EPOCHS", str(max(1, round(epochs * args.epochs_scale)))] + extra + list(args.opts or [])
+    return cfg_path, opts
+
+
+def check_configs(args):
+    """Every run's config with the overrides, before the first run starts (ConfigError)."""
+    for _, cfg_file in [("teacher", "teacher.yaml")] + STUDENTS:
+        _load_quietly(*run_opts(cfg_file, args, []))
+
+
+def run(name, cfg_file, args, extra):
+    cfg_path, opts = run_opts(cfg_file, args, extra)
     log.info(f"\n=== {name}: {cfg_file} ===")
     t0 = time.time()
     code = train(cfg_path, opts, overwrite=True, quiet=args.quiet)
     if code != 0:
-        raise SystemExit(f"demo: the {name} run failed (exit {code})")
+        raise RunFailed(code)
     cfg = _load_quietly(cfg_path, opts)
     run_dir = run_dir_of(cfg)
     metrics = read_metrics(run_dir)
-    return {"name": name, "run_dir": run_dir, "model": cfg.DISTILLER.STUDENT,
-            "best": max(r["test_acc"] for r in metrics), "last": metrics[-1]["test_acc"],
-            "epochs": len(metrics), "seconds": time.time() - t0}
+    on = selected_on(cfg.DATASET.HOLDOUT > 0)
+    return {"name": name, "run_dir": run_dir, "model": cfg.DISTILLER.STUDENT, "selected_on": on,
+            "selected": select_epoch(metrics, on)["test_acc"], "last": metrics[-1]["test_acc"],
+            "best": max(r["test_acc"] for r in metrics), "epochs": len(metrics), "seconds": time.time() - t0}
 
 
 def main(argv=None):
     args = parse_args(list(sys.argv[1:] if argv is None else argv))
-    with setup_logging(quiet=args.quiet):
-        return demo(args)
+    with user_errors() as result, setup_logging(quiet=args.quiet):
+        check_configs(args)
+        try:
+            result["code"] = demo(args)
+        except RunFailed as e:  # the run printed its error line
+            result["code"] = e.args[0]
+    return result.get("code", 0)
 
 
 def demo(args):
@@ -72,10 +100,19 @@ def demo(args):
     rows = [teacher] + [run(n, f, args, ["DISTILLER.TEACHER_CKPT", ckpt]) for n, f in STUDENTS]
     total = time.time() - t0
     # the table is the demo's result: printed even with --quiet
+    from ..export.cost import run_cost
+
+    costs = [run_cost(r["run_dir"], r["model"]) for r in rows]  # parameters, FLOPs, latency (cached)
     print("\nFashion-MNIST demo (test top-1 %, seed {}):".format(args.seed))
-    print(f"{'run':<10}{'model':<12}{'epochs':>7}{'best':>8}{'last':>8}{'time (s)':>10}")
-    for r in rows:
-        print(f"{r['name']:<10}{r['model']:<12}{r['epochs']:>7}{r['best']:>8.2f}{r['last']:>8.2f}{r['seconds']:>10.1f}")
+    print(f"{'run':<10}{'model':<12}{'epochs':>7}{'selected':>10}{'last':>8}{'best':>8}{'time (s)':>10}"
+          f"{'params (M)':>12}{'MFLOPs':>8}{'latency (ms)':>14}")
+    for r, c in zip(rows, costs):
+        print(f"{r['name']:<10}{r['model']:<12}{r['epochs']:>7}{r['selected']:>10.2f}{r['last']:>8.2f}{r['best']:>8.2f}"
+              f"{r['seconds']:>10.1f}{c['parameters'] / 1e6:>12.3f}{c['flops'] / 1e6:>8.1f}{c['latency_ms']:>14.2f}")
+    for on in sorted({r["selected_on"] for r in rows}):
+        print(f"selected: {describe(on)} ({', '.join(r['name'] for r in rows if r['selected_on'] == on)})")
+    print("best: the highest test top-1 over epochs (selected on the test set: optimistic); last: the last epoch's")
+    print(f"params, MFLOPs per image, latency: batch 1, PyTorch, on {costs[0]['cpu']}")
     print(f"total wall time {total:.0f} s; run folders under {args.output}")
     return 0
 

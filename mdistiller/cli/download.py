@@ -38,10 +38,11 @@ from tqdm import tqdm
 
 from ..models import CIFAR_TEACHER_DIR, build_model, cifar_teacher_ckpt
 from ..models.cifar import CIFAR_TEACHERS
+from ..runs.folder import missing_folders, remove_empty
 from ..runs.checkpoint import (SHA256_FILE, describe_mismatch, file_sha256, recorded_sha256, strip_prefix,
                                verify_recorded_sha256)
 from ..utils.errors import CheckpointError, ConfigError, MdistillerError
-from .common import ArgumentParser, REPO_ROOT, add_debug_flag, run_tool
+from .common import ArgumentParser, REPO_ROOT, add_debug_flag, number, run_tool
 
 log = logging.getLogger("mdistiller.download")
 
@@ -246,8 +247,6 @@ def install(archive, dest):
 
 def run(args):
     dest = os.path.abspath(args.dest)
-    if not args.timeout > 0:
-        raise ConfigError(f"--timeout must be a positive number of seconds, got {args.timeout}")
     if os.path.isfile(dest):
         raise ConfigError(f"--dest '{args.dest}' is a file; give a folder")
     if args.archive and os.path.isdir(args.archive):
@@ -258,6 +257,7 @@ def run(args):
     if args.archive and not os.path.isfile(args.archive):
         raise CheckpointError(f"archive '{args.archive}' does not exist; check the --archive path")
     with writing_to(dest):
+        created = missing_folders(dest)  # removed again if nothing is installed
         os.makedirs(dest, exist_ok=True)
         temporary, done = None, False
         try:
@@ -278,6 +278,8 @@ def run(args):
         finally:
             if temporary and not (done and args.keep_archive) and os.path.exists(temporary):
                 os.remove(temporary)
+            if not done:
+                remove_empty(created)
     log.info(f"installed {len(installed)} teacher checkpoints into {dest}:")
     for rel, n in installed:
         log.info(f"  {rel} ({n} tensors)")
@@ -298,7 +300,8 @@ def parse_args(argv):
     p.add_argument("--sha256", type=sha256_arg, help="expected SHA-256 of the archive")
     p.add_argument("--archive", help="install from this local cifar_teachers.tar instead of downloading")
     p.add_argument("--keep-archive", action="store_true", help="keep the downloaded tar in --dest")
-    p.add_argument("--timeout", type=float, default=60.0, help="network timeout in seconds (default: 60)")
+    p.add_argument("--timeout", type=number(float, above=0), default=60.0,
+                   help="network timeout in seconds (default: 60)")
     p.add_argument("--verify", action="store_true", help="only check the installed teachers against the "
                    "SHA-256 recorded at installation (no download)")
     add_debug_flag(p)

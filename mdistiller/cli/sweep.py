@@ -39,7 +39,7 @@ from ..engine import run as run_mod
 from ..runs.folder import run_dir_of
 from ..runs.loggers import read_metrics
 from ..utils.errors import ConfigError
-from .common import ArgumentParser, add_debug_flag, run_tool
+from .common import ArgumentParser, add_debug_flag, number, run_tool
 from .summarize import format_value
 
 log = logging.getLogger("mdistiller.sweep")
@@ -256,8 +256,9 @@ def parse_args(argv=None):
     p.add_argument("--cfg", required=True, help="base config file")
     p.add_argument("--grid", action="append", default=[], metavar="KEY=VALUES",
                    help="swept key and values: KEY=V1,V2 or KEY=[..];[..] (repeatable)")
-    p.add_argument("--seeds", type=int, default=1, help="number of seeds per configuration")
-    p.add_argument("--seed-start", type=int, default=None, help="first seed (default: the config's)")
+    p.add_argument("--seeds", type=number(int, low=1), default=1, help="number of seeds per configuration")
+    p.add_argument("--seed-start", type=number(int, low=0, high=2**63 - 1), default=None,
+                   help="first seed (default: the config's)")
     p.add_argument("--project", default=None, help="EXPERIMENT.PROJECT of every run")
     p.add_argument("--print", dest="print_only", action="store_true",
                    help="print one training command per pending run instead of running")

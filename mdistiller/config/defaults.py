@@ -35,8 +35,13 @@ CFG.DATASET.ROOT = ""  # where the data lives; empty = the dataset's default und
 CFG.DATASET.NUM_WORKERS = 2  # data-loader worker processes
 CFG.DATASET.SUBSET = 1.0  # fraction of the training set used (a fixed, seeded subset)
 CFG.DATASET.VAL_SUBSET = 1.0  # fraction of the validation set used (a fixed subset)
+CFG.DATASET.HOLDOUT = 0.0  # fraction of each training class held out to select the reported epoch; 0 = off (test set)
+CFG.DATASET.HOLDOUT_SEED = 0  # seed of the holdout split, independent of EXPERIMENT.SEED (one split for a whole study)
 CFG.DATASET.IMAGE_SIZE = 0  # imagefolder, tiny_imagenet: image side (32 = CIFAR-style pipeline); 0 = their default
+CFG.DATASET.TINY_IMAGENET_VIEW = "rotate_flip"  # tiny_imagenet training view: "rotate_flip" (upstream: RandomRotation(20) + flip, no crop) or "crop_flip" (4-pixel padded crop + flip)
 CFG.DATASET.AUG_ON_DEVICE = True  # build augmented views on the training device, after collation
+CFG.DATASET.DECODE = "cpu"  # imagenet/imagefolder decoding: cpu (workers, PIL) or device (CUDA: nvJPEG)
+CFG.DATASET.DECODE_DRAFT = True  # DECODE cpu: decode JPEGs at 1/2, 1/4 or 1/8 size (PIL draft) when the crops allow
 CFG.DATASET.SYNTHETIC_SIZE = 256  # number of training images of the synthetic dataset
 CFG.DATASET.SYNTHETIC_CLASSES = 10  # number of classes of the synthetic dataset
 CFG.DATASET.TEST = CN()

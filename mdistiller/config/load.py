@@ -80,7 +80,10 @@ def _read_yaml(path):
         if b"\0" in raw:
             raise UnicodeDecodeError("utf-8", raw, raw.index(b"\0"), raw.index(b"\0") + 1, "NUL byte")
         text = raw.decode("utf-8")
-    except UnicodeDecodeError:
+    except UnicodeDecodeError as e:
+        if e.reason != "NUL byte" and all(c.isprintable() or c in "\n\r\t" for c in raw.decode("latin-1")):
+            raise ConfigError(f"config file '{path}' is not UTF-8 (byte {raw[e.start]:#04x} at offset {e.start}; "
+                              f"a Latin-1 file?); save it as UTF-8") from None
         raise ConfigError(f"config file '{path}' is not a text YAML file (binary content); pass a YAML "
                           f"config") from None
     except OSError as e:
@@ -350,6 +353,51 @@ def translate_legacy_keys(cfg, explicit):
         )
 
 
+# The logit-standardization (LS) repository's command-line flags, ``--logit-stand
+# --base-temp T --kd-weight W`` (its tools/train.py as of commit f6e5aa5), applied after the
+# file and the KEY VALUE pairs as there, in this project's nodes: for each method LS serves,
+# ``{key: what it becomes}`` with "temp" = T, "weight" = W, "times weight" = value * W.
+LS_DEFAULT_BASE_TEMP, LS_DEFAULT_KD_WEIGHT = 2.0, 9.0  # its --base-temp and --kd-weight defaults
+LS_FLAG_KEYS = {
+    "KD": {"KD.TEMPERATURE": "temp", "KD.LOSS.KD_WEIGHT": "weight"},
+    # LS's MLKD reads its first temperature from KD.TEMPERATURE and its weight from KD.LOSS.KD_WEIGHT
+    "MLKD": {"MLKD.TEMPERATURES[0]": "temp", "MLKD.KD_WEIGHT": "weight"},
+    "DKD": {"DKD.ALPHA": "times weight", "DKD.BETA": "times weight", "DKD.T": "temp"},
+}
+
+
+def apply_ls_flags(cfg, logit_stand=False, base_temp=None, kd_weight=None):
+    """Apply the LS repository's ``--logit-stand``/``--base-temp``/``--kd-weight`` to ``cfg``
+    (not frozen) with its semantics: only with ``logit_stand`` and only for KD, DKD and MLKD
+    (``DISTILLER.LOGIT_STAND`` on, the keys of :data:`LS_FLAG_KEYS` set); otherwise nothing
+    changes, as there, and a warning says so. ``None`` means the flag's default (2, 9)."""
+    given = [f for f, v in (("--base-temp", base_temp), ("--kd-weight", kd_weight)) if v is not None]
+    if not logit_stand:
+        if given:
+            warnings.warn(f"{' and '.join(given)} change{'s' if len(given) == 1 else ''} nothing without "
+                          f"--logit-stand (as in the "
+                          f"logit-standardization repository); add --logit-stand", ConfigWarning, stacklevel=2)
+        return cfg
+    method = cfg.DISTILLER.TYPE
+    if method not in LS_FLAG_KEYS:
+        warnings.warn(f"--logit-stand, --base-temp and --kd-weight change nothing for {method} (in the "
+                      f"logit-standardization repository they serve {', '.join(sorted(LS_FLAG_KEYS))} only)",
+                      ConfigWarning, stacklevel=2)
+        return cfg
+    temp = LS_DEFAULT_BASE_TEMP if base_temp is None else float(base_temp)
+    weight = LS_DEFAULT_KD_WEIGHT if kd_weight is None else float(kd_weight)
+    cfg.DISTILLER.LOGIT_STAND = True
+    for key, rule in LS_FLAG_KEYS[method].items():
+        first_only = key.endswith("[0]")
+        own = key[:-3] if first_only else key
+        current = get_key(cfg, own)
+        value = {"temp": temp, "weight": weight}.get(rule)
+        if value is None:  # "times weight"
+            value = (current[0] if first_only else current) * weight
+        _set(cfg, own, [value, *current[1:]] if first_only else coerce_value(own, current, value))
+    return cfg
+
+
 # ---------------------------------------------------------------------------------------
 # Checks
 # ---------------------------------------------------------------------------------------
@@ -357,6 +405,26 @@ def translate_legacy_keys(cfg, explicit):
 # files carry that mean nothing here (the views follow the distiller), and DOT's
 # (SOLVER.TYPE: the optimizer registry, mdistiller.solver.optimizer.OPTIMIZERS)
 SOLVER_TRAINERS = ("base", "ours", "crd", "aug") + dot.DOT_TRAINERS
+
+
+#: bounds of EXPERIMENT.SEED (torch's generators take 64-bit seeds) and of the synthetic dataset
+MAX_SEED, MAX_SYNTHETIC = 2**63 - 1, 1_000_000
+
+
+def max_workers():
+    """The most loader workers a run may fork: 4 per usable core, and never fewer than 64
+    (configs written for a larger machine still load on a small one)."""
+    from .threads import usable_cpus
+
+    return max(64, 4 * usable_cpus())
+
+
+def check_workers(key, value):
+    """A worker count beyond :func:`max_workers` forks the machine to a halt: refused."""
+    limit = max_workers()
+    if _is_number(value) and value > limit:
+        raise ConfigError(f"{key} {value} is more than {limit} worker processes (the bound: 4 per usable core, at "
+                          f"least 64); set it to at most {limit}, e.g. the number of cores")
 
 
 def validate_framework_keys(cfg):
@@ -388,13 +456,23 @@ def validate_framework_keys(cfg):
         raise ConfigError(f"SOLVER.TRAINER '{s.TRAINER}' is not implemented here (the one trainer serves "
                           f"{', '.join(SOLVER_TRAINERS)}); set SOLVER.TRAINER base")
     at_least("DATASET.NUM_WORKERS", 0, "a number of worker processes >= 0 (0 = load in the main process)")
+    check_workers("DATASET.NUM_WORKERS", data.NUM_WORKERS)
     at_least("DATASET.SYNTHETIC_SIZE", 1, "at least 1")
     at_least("DATASET.SYNTHETIC_CLASSES", 2, "at least 2")
     at_least("EXPERIMENT.SEED", 0, "an integer >= 0")
+    for key, high in (("EXPERIMENT.SEED", MAX_SEED), ("DATASET.SYNTHETIC_SIZE", MAX_SYNTHETIC),
+                      ("DATASET.SYNTHETIC_CLASSES", MAX_SYNTHETIC)):
+        if get_key(cfg, key) > high:
+            raise ConfigError(f"{key} must be at most {high}, got {get_key(cfg, key)}; set a smaller value")
     for key in ("LOG.READ_FREQ", "LOG.SAVE_CHECKPOINT_FREQ", "LOG.TENSORBOARD_FREQ"):
         at_least(key, 1, "at least 1 (a number of steps or epochs)")
     if str(cfg.LOG.LEVEL).upper() not in LEVELS:
         raise ConfigError(f"LOG.LEVEL '{cfg.LOG.LEVEL}' is not a level; set one of {', '.join(LEVELS)}")
+    from ..dataset.tiny_imagenet import VIEWS
+
+    if data.TINY_IMAGENET_VIEW not in VIEWS:
+        raise ConfigError(f"DATASET.TINY_IMAGENET_VIEW '{data.TINY_IMAGENET_VIEW}' is not a view; set "
+                          f"{' or '.join(VIEWS)}")
     if data.ROOT and os.path.isfile(data.ROOT):
         raise ConfigError(f"DATASET.ROOT '{data.ROOT}' is a file; set it to the dataset's folder")
 
@@ -420,6 +498,11 @@ def validate_cfg(cfg):
         raise ConfigError(f"SOLVER.DEVICE must be auto, cpu or cuda; got '{s.DEVICE}'")
     if not 0 < cfg.DATASET.SUBSET <= 1 or not 0 < cfg.DATASET.VAL_SUBSET <= 1:
         raise ConfigError("DATASET.SUBSET and DATASET.VAL_SUBSET must be fractions in (0, 1]")
+    from ..dataset import check_holdout
+    from ..dataset.imagenet import check_decode
+
+    check_holdout(cfg)
+    check_decode(cfg)  # DATASET.DECODE: cpu or device
     validate_framework_keys(cfg)
 
     dot.check_config(cfg)  # SOLVER.TRAINER dot: what DOT supports
@@ -455,8 +538,9 @@ def load_plugins(data, overrides):
     plugins.import_plugins(probe.EXPERIMENT.PLUGINS)
 
 
-def load_cfg(path=None, opts=None, base=None, freeze=True):
-    """Build a run's config: defaults <- YAML (with _BASE_) <- ``KEY VALUE`` overrides.
+def load_cfg(path=None, opts=None, base=None, freeze=True, ls_flags=None):
+    """Build a run's config: defaults <- YAML (with _BASE_) <- ``KEY VALUE`` overrides
+    <- the LS repository's flags ``ls_flags`` (a dict of :func:`apply_ls_flags`' keywords).
 
     ``EXPERIMENT.PLUGINS`` are imported first. Raises ConfigError for a missing file, YAML
     syntax error (with line number), unknown key (with the closest valid key), wrong type,
@@ -471,6 +555,7 @@ def load_cfg(path=None, opts=None, base=None, freeze=True):
     merge_dict(cfg, data, explicit)
     merge_dict(cfg, overrides, explicit)
     translate_legacy_keys(cfg, explicit)
+    apply_ls_flags(cfg, **(ls_flags or {}))
     validate_cfg(cfg)
     if freeze:
         cfg.freeze()
@@ -517,5 +602,5 @@ def show_cfg(cfg):
     print(log_msg("CONFIG:\n{}".format(dump_cfg.dump()), "INFO"))
 
 
-__all__ = ["CFG", "load_cfg", "get_key", "get_default_cfg", "merge_dict", "validate_cfg", "cfg_to_dict",
+__all__ = ["CFG", "load_cfg", "apply_ls_flags", "get_key", "get_default_cfg", "merge_dict", "validate_cfg", "cfg_to_dict",
            "diff_cfg", "overrides_to_dict", "ConfigWarning", "log_msg", "show_cfg"]

@@ -41,6 +41,11 @@ def _failed(entry, error):
     return ConfigError(f"plugin '{entry}' failed to import: {type(error).__name__}: {first[:200]}; fix the plugin")
 
 
+def _exited(entry, e):
+    return ConfigError(f"plugin '{entry}' called sys.exit({e.code!r}) while being imported; a plugin must not exit "
+                       f"(raise an exception instead); fix the plugin")
+
+
 def _import_file(path):
     if not os.path.isfile(path):
         raise ConfigError(f"plugin file '{path}' does not exist; {FIX}")
@@ -54,6 +59,8 @@ def _import_file(path):
         spec.loader.exec_module(module)
     except BaseException as e:
         del sys.modules[name]
+        if isinstance(e, SystemExit):
+            raise _exited(path, e) from None
         if isinstance(e, MdistillerError) or not isinstance(e, Exception):
             raise
         raise _failed(path, e) from e
@@ -65,6 +72,8 @@ def _import_module(name):
         return importlib.import_module(name)
     except MdistillerError:
         raise
+    except SystemExit as e:
+        raise _exited(name, e) from None
     except ModuleNotFoundError as e:
         if e.name and (name == e.name or name.startswith(e.name + ".")):
             raise ConfigError(f"plugin module '{name}' is not importable; install it or add its folder to "

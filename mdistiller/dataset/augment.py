@@ -233,13 +233,26 @@ def crop_flip(x, oy, ox, flip, pad):
 # ---------------------------------------------------------------------------------------
 # Parameter sampling (CPU)
 # ---------------------------------------------------------------------------------------
-def sample_crop_flip(n, pad, generator=None):
-    """Crop offsets in [0, 2 pad] and flips with probability 1/2."""
-    return {
+def sample_crop_flip(n, pad, generator=None, rotate=0.0):
+    """Crop offsets in [0, 2 pad] and flips with probability 1/2; with ``rotate`` > 0 also
+    ``angle``, uniform in [-rotate, rotate] degrees (torchvision's ``RandomRotation(rotate)``)."""
+    out = {
         "oy": torch.randint(2 * pad + 1, (n,), generator=generator),
         "ox": torch.randint(2 * pad + 1, (n,), generator=generator),
         "flip": torch.rand(n, generator=generator) < 0.5,
     }
+    if rotate:
+        out["angle"] = (2 * torch.rand(n, generator=generator, dtype=torch.float64) - 1) * rotate
+    return out
+
+
+def rotate_crop_flip(x, oy, ox, flip, pad, angle=None):
+    """The weak view's geometry: rotation by ``angle`` degrees (counter-clockwise about the
+    centre, nearest pixel, black fill: PIL's ``Image.rotate`` as torchvision's RandomRotation
+    calls it) when given, then :func:`crop_flip`."""
+    if angle is not None:
+        x = _warp(x, _rotate(angle, x.shape[-2], x.shape[-1]))
+    return crop_flip(x, oy, ox, flip, pad)
 
 
 def _reference_uniform(size, n, generator):
@@ -284,21 +297,30 @@ class BatchTransform:
             raise ConfigError(f"the input pipeline makes 1 or 2 views, not {num_views}")
         if generator is not None and generator.device.type != "cpu":
             raise ValueError("the batch transform draws its random parameters on the CPU; pass a CPU torch.Generator")
-        self.num_views, self.train, self.pad = num_views, train, spec.pad
+        self.num_views, self.train, self.pad, self.rotate = num_views, train, spec.pad, spec.rotate
         self.generator, self.record, self.last_params = generator, record, None
         std = torch.tensor(spec.std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
         mean = torch.tensor(spec.mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
         self.scale, self.shift = 1 / (255 * std), -mean / std
+        self.decoder = None  # DATASET.DECODE device batches (they carry "jpeg"): made on first use
+        self.size, self.device = spec.image_size, torch.device(device)
 
     def normalize(self, x):
         """uint8 -> (x / 255 - mean) / std, as float32."""
         return torch.addcmul(self.shift, x.float(), self.scale)
 
     def strong(self, x, p):
-        x = apply_randaugment(crop_flip(x, p["oy"], p["ox"], p["flip"], self.pad), p["ops"], p["mags"])
+        x = apply_randaugment(rotate_crop_flip(x, p["oy"], p["ox"], p["flip"], self.pad, p.get("angle")),
+                              p["ops"], p["mags"])
         return cutout(x, p["cutout_cy"], p["cutout_cx"], p["cutout_side"])
 
     def __call__(self, batch):
+        if "jpeg" in batch:  # undecoded (DATASET.DECODE device): decode and crop on the device first
+            if self.decoder is None:
+                from .device_decode import DeviceDecoder
+
+                self.decoder = DeviceDecoder(self.size, self.device)
+            batch = self.decoder(batch)
         out = dict(batch)
         x = out.pop("image")
         x_strong = out.pop("crop_strong", x)
@@ -306,12 +328,12 @@ class BatchTransform:
             out["image"] = self.normalize(x)
             return out
         n, _, h, w = x.shape
-        params = {"weak": sample_crop_flip(n, self.pad, self.generator)}
-        weak = self.normalize(crop_flip(x, **params["weak"], pad=self.pad))
+        params = {"weak": sample_crop_flip(n, self.pad, self.generator, self.rotate)}
+        weak = self.normalize(rotate_crop_flip(x, **params["weak"], pad=self.pad))
         if self.num_views == 1:
             out["image"] = weak
         else:
-            params["strong"] = {**sample_crop_flip(n, self.pad, self.generator),
+            params["strong"] = {**sample_crop_flip(n, self.pad, self.generator, self.rotate),
                                 **sample_randaugment(n, h, w, generator=self.generator)}
             out["image_weak"], out["image_strong"] = weak, self.normalize(self.strong(x_strong, params["strong"]))
         if self.record:

@@ -23,7 +23,7 @@ from torchvision.transforms import v2
 
 from ..utils.errors import ConfigError, DataError
 from .base import DatasetSpec, register_dataset
-from .imagenet import MEAN, STD, ImageFolderDataset
+from .imagenet import MEAN, STD, ImageFolderDataset, check_decode
 
 DEFAULT_SIZE = 224
 CIFAR_SIZE = 32
@@ -43,8 +43,12 @@ class ImageListDataset(Dataset):
 
     def __getitem__(self, i):
         path, target = self.samples[i]
-        with Image.open(path) as im:
-            image = self.transform(im.convert("RGB"))
+        try:
+            with Image.open(path) as im:
+                image = self.transform(im.convert("RGB"))
+        except (OSError, ValueError, SyntaxError) as e:  # PIL's errors for a corrupt or truncated image
+            raise DataError(f"image '{path}' cannot be read ({type(e).__name__}: {str(e).strip()[:200]}); "
+                            f"replace or remove it") from None
         return {"image": image, "target": target, "index": i}
 
 
@@ -62,6 +66,12 @@ def list_split(root, name):
     try:
         return ImageFolder(path)
     except (FileNotFoundError, NotADirectoryError):
+        empty = sorted(d.name for d in os.scandir(path) if d.is_dir() and not os.listdir(d.path)) \
+            if os.path.isdir(path) else []
+        if empty:
+            raise DataError(f"class folder{'s' if len(empty) > 1 else ''} {', '.join(empty[:4])} under '{path}' "
+                            f"hold{'' if len(empty) > 1 else 's'} no images; add images (.jpg/.png) or remove "
+                            f"{'them' if len(empty) > 1 else 'it'}") from None
         raise DataError(f"image folder split '{path}' not found or holds no images; expected "
                         f"{root}/train/<class>/*.jpg|png and {root}/val/<class>/*.jpg|png (set DATASET.ROOT)") from None
 
@@ -73,6 +83,9 @@ def build_imagefolder(cfg):
         raise ConfigError("DATASET.TYPE imagefolder needs DATASET.ROOT, the folder holding train/ and val/")
     size = image_size(cfg, DEFAULT_SIZE)
     train, val = list_split(root, "train"), list_split(root, "val")
+    if len(train.classes) < 2:
+        raise DataError(f"'{os.path.join(root, 'train')}' has {len(train.classes)} class folder; a classifier needs at "
+                        f"least 2 (as DATASET.SYNTHETIC_CLASSES); add class folders")
     if train.classes != val.classes:
         missing = sorted(set(train.classes) ^ set(val.classes))[:4]
         raise DataError(f"train/ and val/ under '{root}' have different class folders ({', '.join(missing)}...); "
@@ -81,7 +94,9 @@ def build_imagefolder(cfg):
         splits = [ImageListDataset(s.samples, size) for s in (train, val)]
         family, pad = "cifar", 4
     else:  # the ImageNet pipeline at this size (its changes apply here too)
-        splits = [ImageFolderDataset(os.path.join(root, n), n == "train", size) for n in ("train", "val")]
+        check_decode(cfg)
+        splits = [ImageFolderDataset(os.path.join(root, n), n == "train", size, cfg.DATASET.DECODE,
+                                     cfg.DATASET.DECODE_DRAFT) for n in ("train", "val")]
         family, pad = "imagenet", 0
     return DatasetSpec(*splits, num_classes=len(train.classes), model_family=family, mean=MEAN, std=STD,
                        image_size=size, pad=pad)

@@ -1,37 +1,136 @@
 """ImageNet as torchvision ImageFolders ``<ROOT or data/imagenet>/{train,val}/<class>/<image>``.
 
-Workers decode and crop (train: RandomResizedCrop 224; val: Resize 256 + CenterCrop 224) and
-return uint8 tensors; the flip and normalization happen on the device. For a two-view method
-a training item also holds ``crop_strong``, a second RandomResizedCrop of the same image drawn
-independently, from which the strong view is made (the reference builds its two views with
-two independent ``RandomResizedCrop(224)`` + flip pipelines).
+Training crops follow torchvision's ``RandomResizedCrop`` law (scale 0.08..1 of the area,
+ratio 3/4..4/3, log-uniform), drawn in the workers (:func:`crop_box`); validation resizes
+the shorter side to ``size * 256 / 224`` and takes the centre ``size`` square. For a
+two-view method a training item holds a second box drawn independently, from which the
+strong view is made (the reference builds its two views with two independent
+``RandomResizedCrop(224)`` + flip pipelines). ``DATASET.DECODE`` says where decoding happens:
+
+- ``cpu`` (default): the workers decode with PIL and return uint8 crops (``image``, and
+  ``crop_strong``); the flip and normalization happen on the device. With
+  ``DATASET.DECODE_DRAFT`` a JPEG is decoded at 1/2, 1/4 or 1/8 of its size (PIL's
+  ``draft``, DCT scaling) when every crop of the item still has at least the output's
+  pixels; the boxes stay in the original image's coordinates.
+- ``device``: the workers only read the file's bytes and its size (the header) and draw the
+  boxes; the training device decodes the batch (:mod:`mdistiller.dataset.device_decode`:
+  nvJPEG on CUDA) and crops and resizes there.
 """
 
+import copy
+import io
+import math
 import os
 
+import torch
+from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.datasets import ImageFolder
+from torchvision.transforms import RandomResizedCrop
 from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
 
+from ..utils.checks import check_choice
 from ..utils.errors import DataError
 from .base import DatasetSpec, data_root, register_dataset
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 SIZE = 224
+#: RandomResizedCrop's defaults: area fraction and aspect-ratio range of the training crops
+SCALE, RATIO = (0.08, 1.0), (3 / 4, 4 / 3)
+#: DATASET.DECODE's values
+DECODES = ("cpu", "device")
+#: PIL's JPEG DCT scalings (draft): the image side is divided by one of these
+DRAFT_SCALES = (8, 4, 2)
+
+
+def crop_box(height, width):
+    """``(top, left, h, w)`` of a training crop of a ``height`` x ``width`` image, drawn by
+    torchvision's own ``RandomResizedCrop.get_params`` (the global torch RNG, as the
+    transform) on a stand-in of that size that holds no pixels."""
+    return tuple(RandomResizedCrop.get_params(torch.empty(1, 1, 1).expand(1, height, width), SCALE, RATIO))
+
+
+def val_side(size):
+    """The shorter side validation images are resized to before the centre crop (256 for 224)."""
+    return round(size * 256 / 224)
+
+
+def draft_scale(width, height, min_side, needed):
+    """The largest JPEG DCT scaling (8, 4, 2, else 1) keeping ``min_side`` (the smallest
+    side of what is kept) at least ``needed`` pixels."""
+    return next((s for s in DRAFT_SCALES if min_side / s >= needed and min(width, height) >= s), 1)
+
+
+def open_rgb(source, reduce=1, boxes_for=None):
+    """PIL RGB image of a path or bytes; a JPEG decoded at 1/``reduce`` of its size (``draft``).
+    ``boxes_for(height, width) -> (boxes, reduce)``, when given, is called with the header's
+    size before decoding and decides the reduction (the file is opened once). Returns (image,
+    (sx, sy), boxes): the original pixels per decoded pixel along x and y, and ``boxes_for``'s
+    boxes (None without it)."""
+    boxes = None
+    with Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source) as im:
+        width, height = im.size
+        if boxes_for is not None:
+            boxes, reduce = boxes_for(height, width)
+        if reduce > 1 and im.format == "JPEG":
+            im.draft("RGB", (math.ceil(width / reduce), math.ceil(height / reduce)))
+        im.load()
+        image = im if im.mode == "RGB" else im.convert("RGB")  # an RGB JPEG needs no copy
+    if image.size == (width, height):
+        return image, (1.0, 1.0), boxes
+    exact = image.size == (math.ceil(width / reduce), math.ceil(height / reduce))
+    return image, ((reduce, reduce) if exact else (width / image.width, height / image.height)), boxes
+
+
+def resized_crops(image, scale, boxes, size):
+    """uint8 CHW tensors: each box ``(top, left, h, w)`` (original pixel coordinates) of a PIL
+    ``image`` decoded at ``scale`` = (sx, sy) original pixels per pixel, resized to ``size``
+    squared with PIL's antialiased bilinear filter (crop then resize, as RandomResizedCrop)."""
+    sx, sy = scale
+    out = []
+    for top, left, h, w in boxes:
+        if scale == (1.0, 1.0):
+            crop = image.crop((left, top, left + w, top + h)).resize((size, size), Image.BILINEAR)
+        else:  # a float box in the decoded image's coordinates keeps the crop's geometry exact
+            box = (left / sx, top / sy, (left + w) / sx, (top + h) / sy)
+            crop = image.resize((size, size), Image.BILINEAR, box=box)
+        out.append(TF.pil_to_tensor(crop))
+    return out
+
+
+def collate_encoded(items):
+    """Collate ``DECODE device`` items: the bytes and the boxes stay lists (the bytes differ in
+    length; the boxes are read on the host by the decoder, so they never go to the device)."""
+    out = {"jpeg": [it["jpeg"] for it in items], "path": [it["path"] for it in items],
+           "target": torch.tensor([it["target"] for it in items]), "index": torch.tensor([it["index"] for it in items])}
+    for key in ("box", "box_strong"):
+        if key in items[0]:
+            out[key] = [it[key] for it in items]
+    return out
 
 
 class ImageFolderDataset(Dataset):
     """An ImageFolder whose items are ``{"image": uint8 CHW, "target", "index"}`` dicts, with
     the ImageNet-style crops at ``size`` (validation resized to ``size * 256 / 224`` first),
-    plus ``crop_strong`` (an independent second crop) in training with two views (:meth:`set_views`)."""
+    plus ``crop_strong`` (an independent second crop) in training with two views (:meth:`set_views`).
+    With ``decode="device"`` items are ``{"jpeg": uint8 bytes, "path", "box"(, "box_strong"),
+    "target", "index"}`` instead (see :func:`collate_encoded` and the module's docstring)."""
 
-    def __init__(self, root, train, size=SIZE):
-        crop = [v2.RandomResizedCrop(size)] if train else [v2.Resize(round(size * 256 / 224)), v2.CenterCrop(size)]
-        self.transform = v2.Compose(crop + [v2.PILToTensor()])
+    def __init__(self, root, train, size=SIZE, decode="cpu", draft=True):
         self.folder = ImageFolder(root)
         self.targets = self.folder.targets
-        self.train, self.views = train, 1
+        self.train, self.views, self.size, self.decode, self.draft = train, 1, size, decode, draft
+        self.val_transform = v2.Compose([v2.Resize(val_side(size)), v2.CenterCrop(size), v2.PILToTensor()])
+        self.collate_fn = collate_encoded if decode == "device" else None
+
+    def eval_view(self):
+        """These images loaded as the validation split is (a training split's holdout: the
+        resize and centre crop, one view), sharing the folder listing and the decode mode."""
+        view = copy.copy(self)
+        view.train, view.views = False, 1
+        return view
 
     def set_views(self, num_views):
         """Views the training pipeline makes: with 2, each item carries a second, independent crop."""
@@ -40,19 +139,65 @@ class ImageFolderDataset(Dataset):
     def __len__(self):
         return len(self.folder)
 
+    def boxes(self, height, width):
+        """The item's crop boxes: one, or two independent ones for two views."""
+        return [crop_box(height, width) for _ in range(2 if self.views == 2 else 1)]
+
     def __getitem__(self, i):
         path, target = self.folder.samples[i]
-        image = self.folder.loader(path)  # PIL RGB
-        item = {"image": self.transform(image), "target": target, "index": i}
-        if self.train and self.views == 2:
-            item["crop_strong"] = self.transform(image)  # its own RandomResizedCrop draw
+        if self.decode == "device":
+            return self.encoded_item(path, target, i)
+        item = {"target": target, "index": i}
+        if not self.train:
+            side = val_side(self.size)
+            image = open_rgb(path, boxes_for=lambda h, w: (None, self.reduction(w, h, min(w, h), side)))[0]
+            item["image"] = self.val_transform(image)
+            return item
+
+        def boxes_for(height, width):  # drawn from the header's size, before decoding
+            boxes = self.boxes(height, width)
+            return boxes, self.reduction(width, height, min(min(b[2:]) for b in boxes), self.size)
+
+        image, scale, boxes = open_rgb(path, boxes_for=boxes_for)
+        crops = resized_crops(image, scale, boxes, self.size)
+        item["image"] = crops[0]
+        if len(crops) == 2:
+            item["crop_strong"] = crops[1]  # its own RandomResizedCrop draw
+        return item
+
+    def reduction(self, width, height, min_side, needed):
+        """The JPEG decoding reduction (DECODE_DRAFT), 1 when off."""
+        return draft_scale(width, height, min_side, needed) if self.draft else 1
+
+    def encoded_item(self, path, target, i):
+        """The file's bytes and crop boxes (drawn from its header's size); a file PIL cannot
+        identify gets empty boxes and is dealt with by the decoder."""
+        with open(path, "rb") as f:
+            data = f.read()
+        item = {"jpeg": torch.frombuffer(bytearray(data), dtype=torch.uint8), "path": path, "target": target,
+                "index": i}
+        if self.train:
+            try:
+                with Image.open(io.BytesIO(data)) as im:
+                    width, height = im.size
+                boxes = self.boxes(height, width)
+            except (OSError, ValueError, Image.DecompressionBombError):
+                boxes = [(0, 0, 0, 0)] * (2 if self.views == 2 else 1)
+            item["box"] = boxes[0]
+            if len(boxes) == 2:
+                item["box_strong"] = boxes[1]
         return item
 
 
-def _split(root, name, train):
+def check_decode(cfg):
+    """DATASET.DECODE is cpu or device."""
+    check_choice(cfg.DATASET, "DATASET", "DECODE", DECODES)
+
+
+def _split(root, name, train, cfg):
     path = os.path.join(root, name)
     try:
-        return ImageFolderDataset(path, train)
+        return ImageFolderDataset(path, train, decode=cfg.DATASET.DECODE, draft=cfg.DATASET.DECODE_DRAFT)
     except (FileNotFoundError, NotADirectoryError):
         raise DataError(
             f"ImageNet {name} split not found or empty at '{path}'; expected {root}/train/<wnid>/*.JPEG and "
@@ -61,8 +206,9 @@ def _split(root, name, train):
 
 @register_dataset("imagenet")
 def build_imagenet(cfg):
+    check_decode(cfg)
     root = data_root(cfg, os.path.join("data", "imagenet"))
-    train, val = _split(root, "train", True), _split(root, "val", False)
+    train, val = _split(root, "train", True, cfg), _split(root, "val", False, cfg)
     if train.folder.classes != val.folder.classes:
         raise DataError(f"ImageNet train and val class folders differ under '{root}'; sort val into the same class folders")
     return DatasetSpec(train, val, num_classes=len(train.folder.classes), model_family="imagenet",

@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from ..utils.errors import ConfigError
-from .base import set_views
+from .base import collate_fn, set_views
 
 
 class ShardBatchSampler(Sampler):
@@ -113,10 +113,27 @@ def check_batch(cfg, world_size):
                           f"{world_size} processes; choose a multiple of {world_size}")
 
 
+def die_with_parent(worker_id=None):
+    """In a loader worker: the kernel kills it when the training process dies, whatever the
+    signal (SIGKILL included), so no worker outlives its run (Linux; elsewhere a no-op)."""
+    import ctypes
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def check_subset(cfg, train_loader):
     """A training run needs at least one batch of training images."""
-    if len(train_loader) == 0:
-        raise ConfigError(f"DATASET.SUBSET {cfg.DATASET.SUBSET} leaves {len(train_loader.dataset)} training images, "
+    if len(train_loader) == 0 or len(train_loader.dataset) < cfg.SOLVER.BATCH_SIZE:
+        held = f" and DATASET.HOLDOUT {cfg.DATASET.HOLDOUT}" if cfg.DATASET.HOLDOUT > 0 else ""
+        raise ConfigError(f"DATASET.SUBSET {cfg.DATASET.SUBSET}{held} {'leave' if held else 'leaves'} {len(train_loader.dataset)} training images, "
                           f"less than one batch of SOLVER.BATCH_SIZE {cfg.SOLVER.BATCH_SIZE}; raise DATASET.SUBSET "
                           f"or lower SOLVER.BATCH_SIZE")
 
@@ -131,13 +148,23 @@ def build_loaders(cfg, spec, num_views=1, rank=0, world_size=1, seed=0):
     """
     set_views(spec.train, num_views)
     check_batch(cfg, world_size)
-    workers = cfg.DATASET.NUM_WORKERS
-    common = dict(num_workers=workers, pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0)
+    common = loader_options(cfg)
     train_sampler = ShardBatchSampler(len(spec.train), cfg.SOLVER.BATCH_SIZE // world_size, rank, world_size,
                                       shuffle=True, seed=seed, pad=True, drop_single=True)
-    val_sampler = ShardBatchSampler(len(spec.val), math.ceil(cfg.DATASET.TEST.BATCH_SIZE / world_size),
-                                    rank, world_size)
-    train = DataLoader(spec.train, batch_sampler=train_sampler,
+    train = DataLoader(spec.train, batch_sampler=train_sampler, collate_fn=collate_fn(spec.train),
                        generator=torch.Generator().manual_seed(seed + rank), **common)
-    val = DataLoader(spec.val, batch_sampler=val_sampler, **common)
-    return train, val
+    return train, build_eval_loader(cfg, spec.val, rank, world_size)
+
+
+def build_eval_loader(cfg, dataset, rank=0, world_size=1):
+    """This rank's evaluation loader of ``dataset`` (the test split, or the holdout): in
+    index order, ``DATASET.TEST.BATCH_SIZE`` global, each sample on exactly one rank."""
+    sampler = ShardBatchSampler(len(dataset), math.ceil(cfg.DATASET.TEST.BATCH_SIZE / world_size), rank, world_size)
+    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_fn(dataset), **loader_options(cfg))
+
+
+def loader_options(cfg):
+    """DataLoader options every loader of a run shares (workers, pinned memory)."""
+    workers = cfg.DATASET.NUM_WORKERS
+    return dict(num_workers=workers, pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
+                worker_init_fn=die_with_parent if workers > 0 else None)

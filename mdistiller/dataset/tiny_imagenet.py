@@ -2,15 +2,19 @@
 ``wnids.txt`` (default ``data/tiny-imagenet-200``, downloaded and unpacked there when
 missing and the network allows):
 
-- ``wnids.txt``: one class id per line; the class count and order come from it, so a
-  folder with a subset of the classes works;
+- ``wnids.txt``: the class ids, one a line; a folder with a subset of the classes works.
+  Class indices follow the **sorted** wnids, as upstream mdistiller's ``ImageFolder`` numbers
+  its class folders (the file's own order, which is not sorted in the official archive, is
+  not used), so teachers trained with upstream's code predict the same classes here;
 - ``train/<wnid>/images/*.JPEG``;
 - ``val/images/*.JPEG`` with ``val/val_annotations.txt`` (``file<TAB>wnid<TAB>box...``).
 
-``test/`` and ``words.txt`` are not needed. As upstream mdistiller, the models are the
-CIFAR zoo's (64-pixel inputs) and the views are made on the device: 4-pixel-padded random
-crop and flip (and the strong view for two-view methods; upstream rotates by up to 20
-degrees and flips). Normalized as upstream: mean (0.4802, 0.4481, 0.3975), std
+``test/`` and ``words.txt`` are not needed. The models are the Tiny-ImageNet zoo's (the
+CIFAR zoo at 64 pixels, with upstream's ``MobileNetV2``: ``mobilenetv2_tinyimagenet``). The
+views are made on the device; the training view is upstream's ``RandomRotation(20)`` and
+horizontal flip, without a crop (``DATASET.TINY_IMAGENET_VIEW rotate_flip``), or a 4-pixel
+padded random crop and flip (``crop_flip``); two-view methods build their strong view on the
+same geometry. Normalized as upstream: mean (0.4802, 0.4481, 0.3975), std
 (0.2302, 0.2265, 0.2262).
 ``DATASET.IMAGE_SIZE`` (0 = 64) resizes the images in the workers.
 """
@@ -27,6 +31,8 @@ SIZE = 64
 URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
 DEFAULT_ROOT = os.path.join("data", "tiny-imagenet-200")
 EXTENSIONS = (".jpeg", ".jpg", ".png")
+#: DATASET.TINY_IMAGENET_VIEW -> (crop padding, rotation range in degrees) of the training view
+VIEWS = {"rotate_flip": (0, 20.0), "crop_flip": (4, 0.0)}
 
 
 def read_wnids(root):
@@ -35,7 +41,7 @@ def read_wnids(root):
         wnids = [line.strip() for line in f if line.strip()]
     if not wnids or len(set(wnids)) != len(wnids):
         raise DataError(f"'{path}' lists no class ids or repeats one; it needs one wnid per line")
-    return wnids
+    return sorted(wnids)  # ImageFolder's order (upstream's class indices)
 
 
 def train_samples(root, wnids):
@@ -94,5 +100,6 @@ def build_tiny_imagenet(cfg):
     wnids = read_wnids(root)
     train = ImageListDataset(train_samples(root, wnids), size)
     val = ImageListDataset(val_samples(root, wnids), size)
-    return DatasetSpec(train, val, num_classes=len(wnids), model_family="cifar", mean=MEAN, std=STD,
-                       image_size=size, pad=4)
+    pad, rotate = VIEWS[cfg.DATASET.TINY_IMAGENET_VIEW]
+    return DatasetSpec(train, val, num_classes=len(wnids), model_family="tiny_imagenet", mean=MEAN, std=STD,
+                       image_size=size, pad=pad, rotate=rotate)

@@ -8,7 +8,7 @@ import torch
 
 from ..dataset import get_dataset
 from ..dataset.augment import build_batch_transform
-from ..dataset.loader import build_loaders
+from ..dataset.loader import build_eval_loader, build_loaders
 from ..distillers import build_distiller, views_for_cfg  # noqa: F401  (build_distiller: re-exported)
 from ..distillers.combine import method_classes, uses_teacher
 from ..distillers.ensemble import build_ensemble, teacher_ckpts, teacher_names
@@ -71,6 +71,7 @@ def build_one_teacher(cfg, family, num_classes, image_size, name, ckpt):
             raise CheckpointError(f"teacher checkpoint '{path}' not found; {CKPT_FIX}")
         verify_recorded_sha256(path)
         load_model_weights(teacher, path, name, part="student")
+        teacher.checkpoint_path = path  # its SHA-256 is recorded in the run folder (teacher.json)
     if size:
         check_input_size(teacher, size, name)
     if d.TEACHER_INPUT_SIZE and d.TEACHER_INPUT_SIZE != image_size:
@@ -115,7 +116,8 @@ def check_cpp_compiler():
 
 
 def build_run(cfg, ctx, seed=0):
-    """Return ``(spec, distiller, (train_loader, val_loader), (train_tf, val_tf), generator)``.
+    """Return ``(spec, distiller, loaders, (train_tf, val_tf), generator)``; ``loaders`` is
+    ``(train_loader, val_loader)``, plus the holdout's loader with ``DATASET.HOLDOUT``.
 
     The distiller is placed by :func:`place_distiller`. Raises the project's errors for
     unknown names and bad files.
@@ -131,13 +133,16 @@ def build_run(cfg, ctx, seed=0):
     student = build_model(cfg.DISTILLER.STUDENT, family, spec.num_classes, spec.image_size)
     check_input_size(student, spec.image_size, cfg.DISTILLER.STUDENT)
     teacher = build_teacher(cfg, family, spec.num_classes, spec.image_size) if uses_teacher(cfg) else None
+    if cfg.SOLVER.SYNC_BN and ctx.device.type != "cuda":  # also on one process: the README lists it as an error
+        raise ConfigError("SOLVER.SYNC_BN needs CUDA (PyTorch's SyncBatchNorm is CUDA-only); set SOLVER.SYNC_BN False "
+                          "on CPU")
     if cfg.SOLVER.SYNC_BN and ctx.distributed:
-        if ctx.device.type != "cuda":
-            raise ConfigError("SOLVER.SYNC_BN needs CUDA (PyTorch's SyncBatchNorm is CUDA-only); set SOLVER.SYNC_BN False on CPU")
         student = torch.nn.SyncBatchNorm.convert_sync_batchnorm(student)
     distiller = place_distiller(cfg, build_distiller(cfg, student, teacher, spec), ctx.device)
     views = views_for_cfg(cfg)
     loaders = build_loaders(cfg, spec, views, rank=ctx.rank, world_size=ctx.world_size, seed=seed)
+    if spec.holdout is not None:
+        loaders += (build_eval_loader(cfg, spec.holdout, ctx.rank, ctx.world_size),)
     generator = torch.Generator()  # augmentation parameters are drawn on the CPU
     generator.manual_seed(seed)
     transforms = (build_batch_transform(spec, views, train=True, device=ctx.device, generator=generator),

@@ -73,6 +73,7 @@ from ..solver.lr_schedule import lr_at, lr_at_step  # noqa: F401 (lr_at: re-expo
 from ..utils.errors import ConfigError, NonFiniteLossError
 from ..utils.registry import Registry
 from ..utils.runtime import rng_state
+from .selection import describe, improves, report, selection_key
 
 try:
     from tqdm.auto import tqdm
@@ -300,15 +301,25 @@ class EMA(HookBase):
     def after_train_epoch(self):
         t = self.trainer
         t.ctx.broadcast_buffers(self.model)  # every rank validates rank 0's average
-        val = t.evaluate(lambda x: self.model(x)[0])
-        t.metrics["ema_acc"] = val["top1"]
-        holdout = getattr(t, "evaluate_holdout", None)
-        if holdout is not None and getattr(t, "holdout_loader", None) is not None:
-            t.metrics["ema_val_acc"] = holdout(lambda x: self.model(x)[0])["top1"]
+        t.metrics["ema_acc"] = t.evaluate(self.forward)["top1"]
+        if t.holdout_loader is not None:
+            t.metrics["ema_val_acc"] = t.evaluate(self.forward, loader=t.holdout_loader)["top1"]
+
+    def forward(self, x):
+        return self.model(x)[0]
 
     def side_files(self, metrics):
-        return {"student_ema": {"model": self.model.state_dict(), "epoch": self.trainer.epoch,
-                                "acc": metrics.get("ema_acc"), "ema_decay": self.trainer.cfg.SOLVER.EMA}}
+        """``student_ema`` every epoch; with SOLVER.EMA_SELECT, ``student_best`` holds the
+        average too (the selected model)."""
+        t = self.trainer
+        ema = {"model": self.model.state_dict(), "epoch": t.epoch, "acc": metrics.get("ema_acc"),
+               "ema_decay": t.cfg.SOLVER.EMA, "selected_on": t.selected_on}
+        if "ema_val_acc" in metrics:
+            ema["val_acc"] = metrics["ema_val_acc"]
+        files = {"student_ema": ema}
+        if t.cfg.SOLVER.EMA_SELECT and t.best_epoch == t.epoch:
+            files["student_best"] = dict(ema, weights="ema")
+        return files
 
     def state_dict(self):
         return {"model": self.model.state_dict()} if self.model is not None else {}
@@ -322,7 +333,8 @@ class EMA(HookBase):
 
 class Evaluation(HookBase):
     """Validates the student after each epoch (``trainer.evaluate()``, summed over ranks)
-    and puts ``test_acc``, ``test_acc_top5`` and ``test_loss`` in the epoch's metrics."""
+    and puts ``test_acc``, ``test_acc_top5`` and ``test_loss`` in the epoch's metrics; with a
+    holdout (``DATASET.HOLDOUT``), also its top-1 and loss as ``val_acc`` and ``val_loss``."""
 
     priority = EVALUATION
 
@@ -330,29 +342,39 @@ class Evaluation(HookBase):
         t = self.trainer
         val = t.evaluate()
         t.metrics.update({"test_acc": val["top1"], "test_acc_top5": val["top5"], "test_loss": val["loss"]})
+        if t.holdout_loader is not None:  # holdout top-1 and loss, beside the test's
+            held = t.evaluate(loader=t.holdout_loader)
+            t.metrics.update(val_acc=held["top1"], val_loss=held["loss"])
 
 
 class BestEpoch(HookBase):
-    """The run's record of finished epochs, on every rank: the best test top-1 (ties go to
-    the later epoch), its epoch, and the history of metrics kept in every checkpoint."""
+    """The run's record of finished epochs, on every rank: the selected epoch so far
+    (:mod:`mdistiller.engine.selection`: the highest ``val_acc`` with a holdout, ties to the
+    earliest; else the highest ``test_acc``, ties to the latest), its test top-1 as
+    ``best_acc``, its selection score ``best_score``, and the history of metrics kept in
+    every checkpoint. Puts ``best_acc`` and ``selected_epoch`` in the epoch's metrics."""
 
     priority = BEST
 
     def __init__(self):
-        self.best_acc, self.best_epoch, self.history = -1.0, 0, []
+        self.best_acc, self.best_score, self.best_epoch, self.history = -1.0, -1.0, 0, []
 
     def after_train_epoch(self):
         t, m = self.trainer, self.trainer.metrics
-        if m["test_acc"] >= self.best_acc:
-            self.best_acc, self.best_epoch = m["test_acc"], t.epoch
-        m["best_acc"] = self.best_acc
+        ema = t.cfg.SOLVER.EMA_SELECT  # select (and report) the EMA of the student
+        score = m[selection_key(t.holdout_loader is not None, ema=ema)]
+        if improves(score, self.best_score, t.selected_on):
+            self.best_score, self.best_acc, self.best_epoch = score, m["ema_acc" if ema else "test_acc"], t.epoch
+        m["best_acc"], m["selected_epoch"] = self.best_acc, self.best_epoch
         self.history = [r for r in self.history if r["epoch"] < t.epoch] + [m]
 
     def state_dict(self):
-        return {"best_acc": self.best_acc, "best_epoch": self.best_epoch, "history": list(self.history)}
+        return {"best_acc": self.best_acc, "best_score": self.best_score, "best_epoch": self.best_epoch,
+                "history": list(self.history)}
 
     def load_state_dict(self, state):
         self.best_acc = state.get("best_acc", -1.0)
+        self.best_score = state.get("best_score", self.best_acc)
         self.best_epoch, self.history = state.get("best_epoch", 0), list(state.get("history", []))
 
 
@@ -374,8 +396,9 @@ class NanWatch(HookBase):
 class Checkpointer(HookBase):
     """Commit the epoch (rank 0), after every other hook ran ``after_val_epoch``: ``latest``
     with the metrics history and every hook's state, and mdistiller's side files
-    student_latest, epoch_N/student_N every SAVE_CHECKPOINT_FREQ epochs, best/student_best on
-    a new best, all or none (:class:`~mdistiller.runs.folder.EpochCommit`)."""
+    student_latest, epoch_N/student_N every SAVE_CHECKPOINT_FREQ epochs, best/student_best
+    when the epoch is selected (:mod:`~mdistiller.engine.selection`; the student files say on
+    which split, ``selected_on``), all or none (:class:`~mdistiller.runs.folder.EpochCommit`)."""
 
     priority = COMMIT
 
@@ -384,7 +407,10 @@ class Checkpointer(HookBase):
         if not t.ctx.is_main or t.run_dir is None:
             return
         state = t.state(epoch)
-        student = {"model": t.distiller.student.state_dict(), "epoch": epoch, "acc": metrics["test_acc"]}
+        student = {"model": t.distiller.student.state_dict(), "epoch": epoch, "acc": metrics["test_acc"],
+                   "selected_on": t.selected_on}
+        if "val_acc" in metrics:
+            student["val_acc"] = metrics["val_acc"]
         side = {"student_latest": student}
         if epoch % t.cfg.LOG.SAVE_CHECKPOINT_FREQ == 0:
             side.update({f"epoch_{epoch}": state, f"student_{epoch}": student})
@@ -460,7 +486,7 @@ class ProgressBar(HookBase):
 
 class MetricsLog(HookBase):
     """Rank 0's records: step scalars at each read, the epoch's worklog.txt block and
-    scalars, its one-line summary (``logging``), and the best accuracy at the end."""
+    scalars, its one-line summary (``logging``), and the selected epoch's accuracy at the end."""
 
     priority = LOG
 
@@ -477,13 +503,16 @@ class MetricsLog(HookBase):
         if self.run_logger is not None:
             self.run_logger.epoch(epoch, metrics["lr"], metrics, t.global_step)
         if t.ctx.is_main and t.run_dir:
+            held = f"val_acc {metrics['val_acc']:.2f} " if "val_acc" in metrics else ""
             logger.info(f"epoch {epoch}: train_acc {metrics['train_acc']:.2f} train_loss {metrics['train_loss']:.4f} "
-                        f"test_acc {metrics['test_acc']:.2f} test_acc_top5 {metrics['test_acc_top5']:.2f} "
-                        f"best {t.best_acc:.2f}")
+                        f"{held}test_acc {metrics['test_acc']:.2f} test_acc_top5 {metrics['test_acc_top5']:.2f} "
+                        f"best {t.best_acc:.2f} (epoch {t.best_epoch}, {describe(t.selected_on)})")
 
     def after_train(self):
         if self.run_logger is not None:
-            self.run_logger.text(f"best_acc\t{self.trainer.best_acc:.2f}")
+            t = self.trainer
+            self.run_logger.text(f"best_acc\t{t.best_acc:.2f}")
+            self.run_logger.text(report(t.best_acc, t.best_epoch, t.selected_on))
 
 
 class SignalStop(HookBase):

@@ -31,6 +31,7 @@ from ..utils.dist import wrap_ddp
 from ..utils.errors import ConfigError
 from ..utils.runtime import derive_seed, retain_host_memory, seed_everything, set_rng_state, topk_correct
 from .hooks import BestEpoch, EpochState, HardStop, StopRequested, default_hooks, loop_hooks  # noqa: F401 (re-exported)
+from .selection import selected_on
 
 
 @torch.no_grad()
@@ -66,7 +67,10 @@ class Trainer:
         self.ctx = ctx
         self.device = ctx.device
         self.distiller = distiller
-        self.train_loader, self.val_loader = loaders
+        self.train_loader, self.val_loader = loaders[:2]
+        # DATASET.HOLDOUT: the held-out training images, which then select the reported epoch
+        self.holdout_loader = loaders[2] if len(loaders) > 2 else None
+        self.selected_on = selected_on(self.holdout_loader is not None)
         self.train_transform, self.val_transform = transforms
         self.run_dir = run_dir
         self.logger = logger
@@ -123,6 +127,10 @@ class Trainer:
     @property
     def best_acc(self):
         return self._best.best_acc
+
+    @property
+    def best_score(self):
+        return self._best.best_score
 
     @property
     def best_epoch(self):
@@ -259,10 +267,11 @@ class Trainer:
         ep.step, ep.batch_size, ep._values = step, n, None
         ep.read = step % self.cfg.LOG.READ_FREQ == 0 or step == ep.steps
 
-    def evaluate(self, model_fn=None):
-        """Validation of the student (or ``model_fn``) over the whole validation set."""
+    def evaluate(self, model_fn=None, loader=None):
+        """Validation of the student (or ``model_fn``) over the whole validation set (or
+        ``loader``'s samples, e.g. the holdout's), with the test transform."""
         self.distiller.eval()
-        return evaluate(model_fn or self.distiller.forward_test, self.val_loader, self.val_transform,
+        return evaluate(model_fn or self.distiller.forward_test, loader or self.val_loader, self.val_transform,
                         self.ctx, self.autocast, self.memory_format)
 
     def evaluate_teacher(self):
@@ -277,7 +286,8 @@ class Trainer:
         every hook's ``state_dict()`` under ``hooks``, and (for readers of the file) the best
         accuracy, its epoch and the history at the top level."""
         state = {"epoch": epoch, "model": self.distiller.state_dict(), "optimizer": self.optimizer.state_dict(),
-                 "best_acc": self.best_acc, "best_epoch": self.best_epoch, "global_step": self.global_step,
+                 "best_acc": self.best_acc, "best_epoch": self.best_epoch, "best_score": self.best_score,
+                 "selected_on": self.selected_on, "global_step": self.global_step,
                  "history": [r for r in self.history if r["epoch"] <= epoch]}
         if self.scaler is not None:
             state["scaler"] = self.scaler.state_dict()
@@ -295,7 +305,8 @@ class Trainer:
         self.global_step = state.get("global_step", 0)
         hooks = dict(state.get("hooks") or {})
         # checkpoints written before the hooks kept state hold the best epoch at the top level
-        hooks.setdefault("BestEpoch", {k: state[k] for k in ("best_acc", "best_epoch", "history") if k in state})
+        hooks.setdefault("BestEpoch", {k: state[k] for k in ("best_acc", "best_score", "best_epoch", "history")
+                                        if k in state})
         for h in self._order:
             if h.state_key in hooks:
                 h.load_state_dict(hooks[h.state_key])
@@ -316,9 +327,9 @@ class Trainer:
     # the loop
     # ---------------------------------------------------------------------------------
     def train(self):
-        """Train from ``start_epoch`` to ``SOLVER.EPOCHS`` with the hooks; returns the best
-        test top-1. After a hook's :meth:`request_stop`, ends after that epoch's commit
-        (``stopped_after`` is then the epoch)."""
+        """Train from ``start_epoch`` to ``SOLVER.EPOCHS`` with the hooks; returns the test
+        top-1 of the selected epoch (``best_acc``). After a hook's :meth:`request_stop`, ends
+        after that epoch's commit (``stopped_after`` is then the epoch)."""
         self.stopped_after = None
         try:
             self._call("before_train")
@@ -329,9 +340,11 @@ class Trainer:
                     "epoch": epoch, "lr": self.lr,
                     "train_acc": train_stats["train_acc"], "train_loss": train_stats["train_loss"],
                     "test_acc": None, "test_acc_top5": None, "test_loss": None,  # the Evaluation hook's
-                    "best_acc": None, "time": train_stats["train_time"], "losses": train_stats["losses"],
                 }
-                self._call("after_train_epoch")  # the validation, then the best epoch
+                if self.holdout_loader is not None:
+                    self.metrics.update(val_acc=None, val_loss=None)  # the holdout's, beside the test's
+                self.metrics.update(best_acc=None, time=train_stats["train_time"], losses=train_stats["losses"])
+                self._call("after_train_epoch")  # the validation, then the selected epoch (BestEpoch)
                 self._call("after_val_epoch", self.metrics)  # the commit comes last (Checkpointer)
                 if self.ctx.agree(self.stop_requested) and epoch < self.cfg.SOLVER.EPOCHS:
                     self.stopped_after = epoch

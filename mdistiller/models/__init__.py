@@ -15,5 +15,5 @@ Every model returns ``(logits, feats)``; see :mod:`mdistiller.models.common`.
 from . import cifar, imagenet  # noqa: F401  (importing the families registers their models)
 from .external import MODEL_SOURCES, build_external, split_source  # noqa: F401
 from .registry import (  # noqa: F401
-    CIFAR_MODELS, CIFAR_TEACHER_DIR, IMAGENET_MODELS, MODEL_FAMILIES, build_model, check_model_name,
-    cifar_model_dict, cifar_teacher_ckpt, imagenet_model_dict, model_constructor, register_model)
+    CIFAR_MODELS, CIFAR_TEACHER_DIR, IMAGENET_MODELS, MODEL_FAMILIES, TINY_IMAGENET_MODELS, build_model,
+    check_model_name, cifar_model_dict, cifar_teacher_ckpt, imagenet_model_dict, model_constructor, register_model)

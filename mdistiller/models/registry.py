@@ -1,15 +1,19 @@
-"""The model registries (``cifar_model_dict``, ``imagenet_model_dict``, ``MODEL_FAMILIES``),
-``register_model`` and ``build_model``; see :mod:`mdistiller.models`."""
+"""The model registries (``cifar_model_dict``, ``imagenet_model_dict``, ``TINY_IMAGENET_MODELS``,
+``MODEL_FAMILIES``), ``register_model`` and ``build_model``; see :mod:`mdistiller.models`."""
 
-from ..utils.registry import Registry
+from ..utils.registry import OverlayRegistry, Registry
 from .external import MODEL_SOURCES, build_external, split_source
 
 CIFAR_MODELS = Registry("CIFAR model")
 IMAGENET_MODELS = Registry("ImageNet model")
+#: Tiny-ImageNet's models: the CIFAR zoo, except the names upstream mdistiller maps to other
+#: networks there (its tiny_imagenet_model_dict: ``MobileNetV2`` is ``mobilenetv2_tinyimagenet``)
+TINY_IMAGENET_MODELS = OverlayRegistry("Tiny-ImageNet model", CIFAR_MODELS)
 #: family name -> registry of that family's models
 MODEL_FAMILIES = Registry("model family")
 MODEL_FAMILIES.register("cifar", CIFAR_MODELS)
 MODEL_FAMILIES.register("imagenet", IMAGENET_MODELS)
+MODEL_FAMILIES.register("tiny_imagenet", TINY_IMAGENET_MODELS)
 #: mdistiller's names for the registries
 cifar_model_dict = CIFAR_MODELS
 imagenet_model_dict = IMAGENET_MODELS
@@ -28,6 +32,7 @@ def register_model(name, family="cifar", teacher_ckpt=None):
 
     CIFAR entries are stored as mdistiller's ``(constructor, teacher_ckpt)`` pairs; ImageNet
     teachers use pretrained weights instead, so ``teacher_ckpt`` is for CIFAR models only.
+    ``family="tiny_imagenet"`` registers a name for Tiny-ImageNet runs only (over the CIFAR zoo's).
     """
     registry = MODEL_FAMILIES[family]
     if teacher_ckpt is not None and registry is not CIFAR_MODELS:

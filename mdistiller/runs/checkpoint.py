@@ -10,7 +10,6 @@ full disk never leaves a half-written checkpoint under a real name.
 import hashlib
 import os
 import pickle
-import tempfile
 
 import torch
 
@@ -27,8 +26,9 @@ def save_checkpoint(obj, path):
     On failure the temporary file is removed, any previous file at ``path`` is left
     untouched, and a CheckpointError says so.
     """
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    from .runfolder import mkstemp_shared
+
+    fd, tmp = mkstemp_shared(path)  # the umask's mode, not mkstemp's 0600
     out = None
     try:
         with os.fdopen(fd, "wb") as f:
@@ -94,7 +94,24 @@ def load_checkpoint(path, map_location="cpu"):
             return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - a damaged file can break the unpickler anywhere
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"checkpoint '{path}' is truncated or corrupt ({first[:160]}); {_fix(path)}") from None
+        if _looks_like_text(path):
+            fix = _fix(path) if os.path.basename(path) == "interrupted" else \
+                "give a checkpoint written by torch.save instead (e.g. a run folder's student_best)"
+            raise CheckpointError(f"checkpoint '{path}' is a text file, not a checkpoint; {fix}") from None
+        err = CheckpointError(f"checkpoint '{path}' is truncated or corrupt ({first}); {_fix(path)}")
+        err.cause = first  # the reason, whole (quoted by the run folder's recovery)
+        raise err from None
+
+
+def _looks_like_text(path):
+    """A small file of printable UTF-8 text (a checkpoint is a zip or pickle: binary)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+        text = head.decode("utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+    return bool(text) and all(c.isprintable() or c in "\n\r\t" for c in text)
 
 
 def _fix(path):

@@ -70,7 +70,8 @@ class RunLogger:
     def epoch(self, epoch, lr, record, step):
         """End-of-epoch record: worklog.txt block, TB/wandb scalars (metrics.jsonl is written
         by the epoch commit, see mdistiller.runs.folder)."""
-        keys = ["train_acc", "train_loss", "test_acc", "test_acc_top5", "test_loss"]
+        keys = ["train_acc", "train_loss"] + (["val_acc", "val_loss"] if "val_acc" in record else []) + \
+            ["test_acc", "test_acc_top5", "test_loss"]
         lines = ["-" * 25, f"epoch: {epoch}", f"lr: {lr:.2f}"] + [f"{k}: {record[k]:.2f}" for k in keys] + ["-" * 25]
         with open(os.path.join(self.run_dir, "worklog.txt"), "a") as f:
             f.write(os.linesep.join(lines) + os.linesep)

@@ -14,7 +14,19 @@ kept apart as the paper describes. With ``m = SOLVER.MOMENTUM``, ``δ = DELTA``,
 by one of the two losses only uses the mean momentum ``((m − δ) + (m + δ)) / 2`` for its
 buffer and takes the weight decay there; a parameter reached by neither is left alone.
 These are upstream mdistiller's semantics (``mdistiller/engine/dot.py``), its state keys
-(``momentum_buffer``, ``momentum_kd_buffer``) included.
+(``momentum_buffer``, ``momentum_kd_buffer``) included, and so is its first step: a
+parameter that only the distillation loss reaches fills its new ``momentum_kd_buffer``
+with the bare distillation gradient, **without** weight decay (upstream clones the gradient
+into a new buffer before adding the decay); from the second step on it takes
+``g_kd + λ·θ``. (A first step skipped for a non-finite loss still creates the buffer, so
+the decay then starts with the next step.)
+
+Which loss terms are "distillation": **every term other than** ``loss_ce`` (``TASK_TERM``)
+goes to the distillation momentum, summed: ``loss_kd``, and also the extra terms of
+methods that return more than two (``DISTILLER.EXTRA`` combinations, a plugin's terms).
+Upstream's trainer sends ``loss_kd`` alone to the distillation momentum and back-propagates
+no other term, so for methods returning only ``loss_ce`` and ``loss_kd`` (KD, DKD and every
+shipped DOT file) the two agree; with more terms, upstream would ignore the others.
 
 The trainer hands the step's loss terms to :meth:`DOT.loss_for_backward`, which takes the
 distillation gradient with ``torch.autograd.grad`` (the parameters' ``.grad`` stay
@@ -112,10 +124,11 @@ class DOT(torch.optim.Optimizer):
                     new_p = new_p - lr * new_buf
                     buf.copy_(new_buf if skip is None else torch.where(skip, buf, new_buf))
                 if g_kd is not None:
-                    if "momentum_kd_buffer" not in state:
+                    first = "momentum_kd_buffer" not in state  # upstream: no weight decay on the first step
+                    if first:
                         state["momentum_kd_buffer"] = torch.zeros_like(p)
                     kbuf = state["momentum_kd_buffer"]
-                    d_kd = g_kd if g_task is not None or not wd else g_kd + wd * p
+                    d_kd = g_kd if g_task is not None or not wd or first else g_kd + wd * p
                     new_kbuf = kbuf * (m_kd if g_task is not None else m_one) + d_kd
                     new_p = new_p - lr * new_kbuf
                     kbuf.copy_(new_kbuf if skip is None else torch.where(skip, kbuf, new_kbuf))

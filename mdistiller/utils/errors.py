@@ -14,7 +14,11 @@ class MdistillerError(Exception):
     """Base class of errors caused by the user's input (config, names, files)."""
 
     def __str__(self):  # KeyError subclasses would otherwise quote the message
-        return str(self.args[0]) if self.args else ""
+        msg = str(self.args[0]) if self.args else ""
+        if msg.startswith("Caught ") and "Original Traceback" in msg:  # re-raised from a DataLoader worker
+            last = msg.strip().splitlines()[-1]
+            msg = last.split(": ", 1)[1] if ": " in last else last
+        return msg
 
 
 class ConfigError(MdistillerError, ValueError):

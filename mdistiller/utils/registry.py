@@ -65,7 +65,7 @@ class Registry(Mapping):
             raise UnknownNameError(self.unknown_message(name)) from None
 
     def unknown_message(self, name):
-        known = sorted(self._items, key=str.lower)
+        known = sorted(self, key=str.lower)
         close = difflib.get_close_matches(str(name), known, n=1, cutoff=0.5)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         return f"unknown {self.kind} '{name}'{hint}; known {self.kind}s: {', '.join(known)}"
@@ -81,3 +81,31 @@ class Registry(Mapping):
 
     def __repr__(self):
         return f"Registry({self.kind!r}, {sorted(self._items)})"
+
+
+class OverlayRegistry(Registry):
+    """A registry that is ``base`` with entries of its own on top: its own names win, every
+    other name is looked up in ``base`` when asked (so names registered there later count)."""
+
+    def __init__(self, kind, base):
+        super().__init__(kind)
+        self.base = base
+
+    def get(self, name, default=None):
+        return self._items[name] if name in self._items else self.base.get(name, default)
+
+    def __getitem__(self, name):
+        if name in self._items:
+            return self._items[name]
+        if name in self.base:
+            return self.base[name]
+        raise UnknownNameError(self.unknown_message(name))
+
+    def __contains__(self, name):
+        return name in self._items or name in self.base
+
+    def __iter__(self):
+        return iter(list(self._items) + [n for n in self.base if n not in self._items])
+
+    def __len__(self):
+        return len(set(self._items) | set(self.base))

@@ -142,7 +142,7 @@ def test_http_404_is_one_line(server, tmp_path, capsys):
     dest = tmp_path / "dest"
     assert main(["--url", f"{url}/missing.tar", "--dest", str(dest), "--quiet"]) != 0
     assert "404" in one_line_error(capsys)
-    assert os.listdir(dest) == []
+    assert not dest.exists()  # nothing created (#21)
 
 
 def test_connection_refused_is_one_line(tmp_path, capsys):
@@ -153,7 +153,7 @@ def test_connection_refused_is_one_line(tmp_path, capsys):
     assert main(["--url", f"http://127.0.0.1:{port}/cifar_teachers.tar", "--dest", str(dest), "--quiet",
                  "--timeout", "5"]) != 0
     assert "cannot download" in one_line_error(capsys)
-    assert os.listdir(dest) == []
+    assert not dest.exists()  # nothing created (#21)
 
 
 def test_connection_cut_short_is_one_line(server, tmp_path, capsys):
@@ -161,7 +161,7 @@ def test_connection_cut_short_is_one_line(server, tmp_path, capsys):
     dest = tmp_path / "dest"
     assert main(["--url", f"{url}/cut.tar", "--dest", str(dest), "--quiet"]) != 0
     assert "stopped after 1000 of 100000 bytes" in one_line_error(capsys)
-    assert os.listdir(dest) == []
+    assert not dest.exists()  # nothing created (#21)
 
 
 def truncated(path):
@@ -193,7 +193,7 @@ def test_bad_archive_is_refused_with_one_line(case, server, tmp_path, capsys):
     dest = tmp_path / "dest"
     assert main(["--url", f"{url}/cifar_teachers.tar", "--dest", str(dest), "--quiet"]) != 0
     assert message in one_line_error(capsys)
-    assert os.listdir(dest) == []  # not even the good checkpoint
+    assert not dest.exists()  # not even the good checkpoint, nor the folder (#21)
 
 
 def test_sha256_mismatch_is_refused(good_archive, tmp_path, capsys):
@@ -201,7 +201,7 @@ def test_sha256_mismatch_is_refused(good_archive, tmp_path, capsys):
     dest = tmp_path / "dest"
     assert main(["--url", url, "--dest", str(dest), "--quiet", "--sha256", "0" * 64]) != 0
     assert "SHA-256" in one_line_error(capsys)
-    assert os.listdir(dest) == []
+    assert not dest.exists()  # nothing created (#21)
 
 
 UNSAFE = {
@@ -223,7 +223,7 @@ def test_unsafe_member_is_refused(case, server, tmp_path, capsys):
     assert main(["--url", f"{url}/cifar_teachers.tar", "--dest", str(dest), "--quiet"]) != 0
     line = one_line_error(capsys)
     assert next(iter({**spec["files"], **spec.get("links", {})})) in line
-    assert os.listdir(dest) == []
+    assert not dest.exists()  # nothing created (#21)
     assert not any(os.path.exists(p) for p in (tmp_path / "evil.pth", tmp_path / "deep" / "evil.pth",
                                                 "/tmp/mdistiller_evil.pth"))
 
@@ -255,7 +255,7 @@ def test_layout_and_models_are_verified_and_sha256_recorded(good_archive, server
     build_tar(root / "swapped.tar", swapped)
     assert main(["--url", f"{base}/swapped.tar", "--dest", str(dest), "--quiet"]) == 2
     assert "does not fit the zoo's resnet56" in one_line_error(capsys)
-    assert os.listdir(dest) == []
+    assert not dest.exists()  # nothing created (#21)
     # installed: the digests are recorded, --verify passes, and a corrupted copy is caught
     assert main(["--url", url, "--dest", str(dest), "--quiet"]) == 0
     sums = (dest / "cifar_teachers" / "SHA256SUMS").read_text().splitlines()

@@ -72,7 +72,7 @@ BAD_TRAIN_INPUTS = [
     ("teacher truncated", lambda t, te, f: tiny_argv(t, "x", "DISTILLER.TYPE", "KD", teacher=f["truncated"]),
      r"truncated or corrupt"),
     ("teacher garbage", lambda t, te, f: tiny_argv(t, "x", "DISTILLER.TYPE", "KD", teacher=f["garbage"]),
-     r"truncated or corrupt"),
+     r"is a text file, not a checkpoint; give a checkpoint written by torch.save"),
     ("teacher empty", lambda t, te, f: tiny_argv(t, "x", "DISTILLER.TYPE", "KD", teacher=f["empty"]), r"is empty"),
     ("teacher other architecture", lambda t, te, f: tiny_argv(t, "x", "DISTILLER.TYPE", "KD", teacher=f["arch"]),
      r"does not fit model resnet8: unexpected keys: layer1.1"),

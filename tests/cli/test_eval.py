@@ -25,7 +25,9 @@ def test_eval_on_a_run_folder_uses_student_best(finished_run, capsys):
     d = run_dir(finished_run, "ev")
     assert eval_main(["-c", d, "--device", "cpu", "--workers", "0"]) == 0
     out = capsys.readouterr().out
-    assert "student_best on synthetic" in out and "(12 images)" in out
+    assert f"{os.path.join(d, 'student_best')} on synthetic" in out and "(12 images)" in out
+    best = max(metrics(finished_run, "ev"), key=lambda r: (r["test_acc"], r["epoch"]))  # ties: the latest
+    assert out.strip().endswith(f"; epoch {best['epoch']}, selected on the test set (optimistic)")
     assert _top1(out) == pytest.approx(max(r["test_acc"] for r in metrics(finished_run, "ev")), abs=0.005)  # printed with two decimals
 
 

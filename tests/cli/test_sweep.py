@@ -203,12 +203,15 @@ def test_tools_wrapper_prints_commands(tmp_path):
     (["--grid", "EXPERIMENT.SEED=1,2"], "EXPERIMENT.SEED is set by the sweep"),
     (["--grid", "SLD.GAMMA=1,2", "SLD.GAMMA", "3"], "SLD.GAMMA is given more than once"),
     (["--grid", "SOLVER.LR=0.1,0.10"], "give the same run name"),
-    (["--seeds", "0"], "--seeds must be at least 1"),
+    (["--seeds", "0"], "--seeds: must be an integer >= 1"),
     (["SOLVER.LR"], "KEY VALUE pairs"),
 ])
 def test_bad_grid_fails_before_any_run(tmp_path, capsys, fake_trainer, argv, message):
     cfg_path = write_base(tmp_path)
-    code = sweep.main(["--cfg", cfg_path] + argv)
+    try:
+        code = sweep.main(["--cfg", cfg_path] + argv)
+    except SystemExit as e:  # a bad option value: refused by the argument parser
+        code = e.code
     out, err = capsys.readouterr()
     assert code == 2 and fake_trainer.calls == [] and out == ""
     assert err.startswith("error: ") and err.count("\n") == 1 and message in err

@@ -22,7 +22,7 @@ LOGIT_METHODS = ("NONE", "KD", "DKD", "MLKD", "SLD")
 FEATURE_METHODS = ("fitnet", "at", "ofd", "rkd", "kdsvd", "crd", "nst", "pkt", "sp", "vid", "reviewkd")
 FEATURE_PAIRS = ("res32x4_res8x4.yaml", "res56_res20.yaml", "wrn40_2_wrn_16_2.yaml", "vgg13_vgg8.yaml")
 FEATURE_FILES = [os.path.join("cifar100", m, p) for m in FEATURE_METHODS for p in FEATURE_PAIRS]
-MODEL_FAMILY = {"cifar100": "cifar", "imagenet": "imagenet"}
+MODEL_FAMILY = {"cifar100": "cifar", "imagenet": "imagenet", "tiny_imagenet": "tiny_imagenet"}
 
 
 def load(rel, opts=None):
@@ -152,7 +152,7 @@ def test_model_names_exist(rel):
     family = MODEL_FAMILY.get(cfg.DATASET.TYPE)
     if family is None:
         pytest.skip(f"no model-name check for dataset {cfg.DATASET.TYPE}")
-    registry = {"cifar": models.cifar_model_dict, "imagenet": models.imagenet_model_dict}[family]
+    registry = models.MODEL_FAMILIES[family]
     names = [cfg.DISTILLER.STUDENT] + ([] if cfg.DISTILLER.TYPE == "NONE" else [cfg.DISTILLER.TEACHER])
     for name in names:
         assert name in registry, f"{rel}: model '{name}' is not a {family} model"

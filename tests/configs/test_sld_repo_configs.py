@@ -23,13 +23,11 @@ import pytest
 
 from mdistiller.distillers import DISTILLERS
 from mdistiller.config.load import get_key, load_cfg
-from tests.configs.helpers import assert_trains_a_step
+from tests.configs.helpers import assert_trains_a_step, same, translate_reference
 from tests.conftest import REPO_ROOT, load_reference
 
 REF = load_reference("sld_repo_configs")
 NOT_READ = ("EXPERIMENT.", "SOLVER.TRAINER")
-SLD_FIXED = {"SLD.TEMPERATURES": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0], "SLD.GAMMA": 150}
-MLKD_FIXED_TAIL = [3.0, 5.0, 2.0, 6.0]
 IMAGENET_FEATURE_FILES = [f"configs/imagenet/{pair}/{m}.yaml" for pair, methods in
                           (("r34_r18", ("at", "crd", "reviewkd")), ("r50_mv2", ("at", "crd", "ofd", "reviewkd")))
                           for m in methods]
@@ -49,37 +47,11 @@ def load_ours(rel):
 
 def expected_values(rel):
     """``{our key: value}`` the shipped file must have for the reference file ``rel``."""
-    ref = effective(rel)
-    method = ref["DISTILLER.TYPE"]
-    moved = DISTILLERS[method].legacy_keys
-    out = {}
-    for key, value in ref.items():
-        if key.startswith(NOT_READ):
-            continue
-        if key in moved:
-            if moved[key] is None:  # the reference method ignores it
-                continue
-            if moved[key].endswith("[0]"):  # MLKD's first temperature
-                out[moved[key][:-3]] = [float(value)] + MLKD_FIXED_TAIL
-                continue
-            key = moved[key]
-        out[key] = value
-    if method == "SLD":
-        out.update(SLD_FIXED)
-    if method == "NONE":
-        del out["DISTILLER.TEACHER"]
+    out = translate_reference(effective(rel), NOT_READ)
     if rel in MOBILENET_V1_FILES:
         assert out["DISTILLER.STUDENT"] == "MobileNetV2"
         out["DISTILLER.STUDENT"] = "MobileNetV1"
     return out
-
-
-def same(a, b):
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
-    if isinstance(a, bool) or isinstance(b, bool):
-        return a is b
-    return a == b
 
 
 def test_reference_record_is_complete():
@@ -122,3 +94,14 @@ def test_imagenet_feature_file_builds_its_pair_and_trains_a_step(rel):
     are those of a 224 input."""
     cfg = load_ours(rel)
     assert_trains_a_step(cfg, "imagenet", 1000, 224 if cfg.DISTILLER.TYPE == "REVIEWKD" else 64)
+
+
+@pytest.mark.parametrize("method", ["sld", "mlkd", "kd", "dkd"])
+def test_r50_mv1_file_is_the_reference_r50_mv2_run_with_mobilenet_v1(method):
+    """``imagenet/r50_mv1/<method>.yaml``: the reference's ``r50_mv2`` run, whose student had
+    MobileNetV1's architecture, with that architecture's name (configs/README.md)."""
+    rel = f"configs/imagenet/r50_mv2/{method}.yaml"
+    want = {**expected_values(rel), "DISTILLER.STUDENT": "MobileNetV1"}
+    cfg = load_ours(f"configs/imagenet/r50_mv1/{method}.yaml")
+    differ = {k: (get_key(cfg, k), v) for k, v in want.items() if not same(get_key(cfg, k), v)}
+    assert not differ, differ

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageDraw, ImageEnhance, ImageOps
+from PIL import Image, ImageDraw
 
 from mdistiller.dataset import DatasetSpec, build_batch_transform
 from mdistiller.dataset.augment import (
@@ -16,6 +16,7 @@ from mdistiller.dataset.augment import (
     cutout,
     sample_randaugment,
 )
+from mdistiller.dataset.bench import PIL_OPS
 
 MEAN, STD = (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)
 
@@ -70,6 +71,26 @@ def test_weak_view_is_padded_crop_and_flip_of_recorded_parameters():
         oy, ox = int(p["oy"][i]), int(p["ox"][i])
         crop = padded[i, :, oy:oy + 32, ox:ox + 32]
         expected = crop.flip(-1) if p["flip"][i] else crop
+        torch.testing.assert_close(out[i], normalize(expected[None])[0])
+
+
+def test_rotation_view_is_torchvision_random_rotation_then_flip():
+    """Tiny-ImageNet's view (upstream: RandomRotation(20), RandomHorizontalFlip): each sample
+    is PIL's nearest-neighbour rotation by its recorded angle (torchvision's call, black
+    fill), then flipped where recorded, with no crop; the angles are uniform in [-20, 20]."""
+    import torchvision.transforms.functional as TF
+
+    batch = make_batch(n=48, size=64)
+    spec = DatasetSpec(None, None, num_classes=10, model_family="tiny_imagenet", mean=MEAN, std=STD,
+                       image_size=64, pad=0, rotate=20.0)
+    t = build_batch_transform(spec, 1, True, "cpu", generator=torch.Generator().manual_seed(3), record=True)
+    out = t(batch)["image"]
+    p = t.last_params["weak"]
+    assert p["oy"].eq(0).all() and p["ox"].eq(0).all()
+    assert -20 <= p["angle"].min() < -10 and 10 < p["angle"].max() <= 20
+    for i in range(48):
+        im = TF.rotate(as_pil(batch["image"][i]), float(p["angle"][i]))  # NEAREST, fill 0, as RandomRotation
+        expected = from_pil(TF.hflip(im) if p["flip"][i] else im)
         torch.testing.assert_close(out[i], normalize(expected[None])[0])
 
 
@@ -193,22 +214,7 @@ def test_cutout_matches_the_reference_rectangle():
 # ---------------------------------------------------------------------------------------
 # Op semantics versus PIL (the reference applies them with PIL)
 # ---------------------------------------------------------------------------------------
-PIL_OPS = {
-    "AutoContrast": lambda im, v: ImageOps.autocontrast(im),
-    "Brightness": lambda im, v: ImageEnhance.Brightness(im).enhance(v),
-    "Color": lambda im, v: ImageEnhance.Color(im).enhance(v),
-    "Contrast": lambda im, v: ImageEnhance.Contrast(im).enhance(v),
-    "Equalize": lambda im, v: ImageOps.equalize(im),
-    "Identity": lambda im, v: im,
-    "Posterize": lambda im, v: ImageOps.posterize(im, max(1, int(v))),
-    "Rotate": lambda im, v: im.rotate(v),
-    "Sharpness": lambda im, v: ImageEnhance.Sharpness(im).enhance(v),
-    "ShearX": lambda im, v: im.transform(im.size, Image.AFFINE, (1, v, 0, 0, 1, 0)),
-    "ShearY": lambda im, v: im.transform(im.size, Image.AFFINE, (1, 0, 0, v, 1, 0)),
-    "Solarize": lambda im, v: ImageOps.solarize(im, v),
-    "TranslateX": lambda im, v: im.transform(im.size, Image.AFFINE, (1, 0, v * im.size[0], 0, 1, 0)),
-    "TranslateY": lambda im, v: im.transform(im.size, Image.AFFINE, (1, 0, 0, 0, 1, v * im.size[1])),
-}
+# PIL_OPS (mdistiller.dataset.bench): the reference's op table as PIL applies it
 
 
 def smooth_images(n, size, seed):

@@ -89,13 +89,36 @@ def write_tiny(root, wnids=("n01443537", "n01629819"), per_class=2):
 def test_tiny_imagenet_layout(tmp_path):
     write_tiny(tmp_path)
     spec = get_dataset(make_cfg(TYPE="tiny_imagenet", ROOT=str(tmp_path)))
-    assert (spec.num_classes, spec.model_family, spec.image_size, spec.pad) == (2, "cifar", 64, 4)
+    assert (spec.num_classes, spec.model_family, spec.image_size, spec.pad, spec.rotate) == \
+        (2, "tiny_imagenet", 64, 0, 20.0)  # upstream's view: RandomRotation(20) + flip, no crop
     assert spec.mean == tiny_imagenet.MEAN and spec.std == tiny_imagenet.STD
     assert spec.train_targets.tolist() == [0, 0, 1, 1]
     assert [spec.val[i]["target"] for i in range(len(spec.val))] == [0, 1]  # the extra class is skipped
     item = spec.val[1]
     assert item["image"].shape == (3, 64, 64) and item["image"][:, 0, 0].tolist() == list(colour(1))
     check_views(spec, 64)
+
+
+def test_tiny_imagenet_classes_follow_sorted_wnids(tmp_path):
+    """Class indices are ImageFolder's (sorted folder names, as upstream), not wnids.txt's order."""
+    write_tiny(tmp_path, wnids=("n02", "n01", "n03"), per_class=1)
+    spec = get_dataset(make_cfg(TYPE="tiny_imagenet", ROOT=str(tmp_path)))
+    assert [os.path.basename(os.path.dirname(os.path.dirname(p))) for p, _ in spec.train.samples] == ["n01", "n02", "n03"]
+    assert spec.train_targets.tolist() == [0, 1, 2]
+    # write_tiny colours class c of its list with colour(c): n02 (colour 0) is class 1 here
+    red = {spec.val[i]["target"]: round(int(spec.val[i]["image"][0, 0, 0]) / 60) for i in range(len(spec.val))}
+    assert red == {0: 1, 1: 0, 2: 2}  # colour(c) has red 60 c (JPEG: within a few levels)
+
+
+def test_tiny_imagenet_padded_crop_view_is_an_option(tmp_path):
+    write_tiny(tmp_path)
+    spec = get_dataset(make_cfg(TYPE="tiny_imagenet", ROOT=str(tmp_path), TINY_IMAGENET_VIEW="crop_flip"))
+    assert (spec.pad, spec.rotate) == (4, 0.0)
+    check_views(spec, 64)
+    from mdistiller.engine.cfg import load_cfg
+
+    with pytest.raises(ConfigError, match="TINY_IMAGENET_VIEW 'crop' is not a view; set rotate_flip or crop_flip"):
+        load_cfg(None, ["DATASET.TINY_IMAGENET_VIEW", "crop"])
 
 
 def test_tiny_imagenet_errors_and_offline_download(tmp_path, monkeypatch):
@@ -119,3 +142,34 @@ def test_tiny_imagenet_errors_and_offline_download(tmp_path, monkeypatch):
     with pytest.raises(DataError) as e:
         get_dataset(make_cfg(TYPE="tiny_imagenet"))
     assert tiny_imagenet.URL in str(e.value) and "data/tiny-imagenet-200/wnids.txt" in str(e.value)
+
+
+def test_corrupt_image_is_named_also_from_a_worker(tmp_path):
+    """#21: a corrupt image is named (not reported as a run folder write error), in one line,
+    also when a DataLoader worker re-raises it."""
+    from torch.utils.data import DataLoader
+
+    from mdistiller.dataset.imagefolder import ImageListDataset
+
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG not really")
+    ds = ImageListDataset([(str(bad), 0)], 32)
+    with pytest.raises(DataError, match=r"image '.*broken.png' cannot be read .*replace or remove it"):
+        ds[0]
+    with pytest.raises(DataError) as e:
+        next(iter(DataLoader(ds, batch_size=None, num_workers=1)))
+    assert str(e.value).startswith(f"image '{bad}' cannot be read") and "\n" not in str(e.value)
+
+
+def test_one_class_and_empty_class_folders_are_refused(tmp_path):
+    """#21: an image folder with one class, or with an empty class folder (named), is refused."""
+    for split in ("train", "val"):
+        d = tmp_path / "one" / split / "only"
+        d.mkdir(parents=True)
+        Image.new("RGB", (32, 32)).save(d / "0.png")
+    with pytest.raises(DataError, match="has 1 class folder; a classifier needs at least 2"):
+        get_dataset(make_cfg(TYPE="imagefolder", ROOT=str(tmp_path / "one"), IMAGE_SIZE=32))
+    for split in ("train", "val"):
+        (tmp_path / "one" / split / "empty").mkdir()
+    with pytest.raises(DataError, match=r"class folder empty under .* holds no images"):
+        get_dataset(make_cfg(TYPE="imagefolder", ROOT=str(tmp_path / "one"), IMAGE_SIZE=32))

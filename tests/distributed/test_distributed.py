@@ -368,3 +368,54 @@ def test_distributed_config_errors_are_one_line(job_b, key, message):
         assert out["code"] == 2
         lines = out["stderr"].strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], out["stderr"]
+
+
+# ---------------------------------------------------------------------------------------
+# job C: DATASET.HOLDOUT under two processes (issue #23)
+# ---------------------------------------------------------------------------------------
+HOLDOUT = ["DATASET.HOLDOUT", "0.25", "EXPERIMENT.SEED", "5"]
+
+
+def _holdout_job(rank, ports, tmp, teacher):
+    CURRENT.update(rank=rank, out=os.path.join(tmp, "log"))
+    trainer_mod.Trainer.train_step = recording_step
+    use_port(ports[0])
+    assert _train("held", *_argv(tmp, "held", 1, teacher), *HOLDOUT) == 0
+
+
+@pytest.fixture(scope="module")
+def job_c(tmp_path_factory):
+    """'held': one epoch with a holdout on two processes; 'held1': the same split on one."""
+    tmp = tmp_path_factory.mktemp("dist_holdout")
+    teacher = tmp / "teacher.pth"
+    make_teacher(teacher)
+    os.makedirs(tmp / "log")
+    run_ranks(_holdout_job, tmp, teacher, num_ports=1, timeout=120)
+    assert _train("held1", *_argv(tmp, "held1", 1, teacher), "DATASET.HOLDOUT", "0.25") == 0
+    return tmp
+
+
+def test_holdout_under_two_processes(job_c):
+    """Both ranks train on the same split (none of the holdout), which split.json records,
+    and val_acc is the saved student's top-1 on the holdout, each image counted once."""
+    from mdistiller.dataset import build_batch_transform, build_eval_loader, get_dataset
+    from mdistiller.engine.cfg import load_cfg
+    from mdistiller.engine.dist import DistContext
+    from mdistiller.models import build_model
+
+    splits = [json.load(open(os.path.join(run_dir(job_c, n), "split.json"))) for n in ("held", "held1")]
+    assert splits[0] == splits[1] and splits[0]["num_train"] == SIZE - len(splits[0]["holdout_indices"])
+    spec = get_dataset(load_cfg(None, _argv(job_c, "held", 1, "unused") + HOLDOUT))
+    assert spec.split == splits[0]
+    steps = [s for s in _read(str(job_c / "log"), "steps") if s["run"] == "held"]
+    assert {s["rank"] for s in steps} == {0, 1}
+    trained = {int(spec.train.indices[i]) for s in steps for i in s["index"]}
+    assert trained == set(range(SIZE)) - set(splits[0]["holdout_indices"])
+    model = build_model("resnet8", "cifar", spec.num_classes).eval()
+    model.load_state_dict(_student_file(job_c, "held", "student_1"))
+    cfg = load_cfg(None, _argv(job_c, "held", 1, "unused") + HOLDOUT)
+    res = trainer_mod.evaluate(lambda x: model(x)[0], build_eval_loader(cfg, spec.holdout),
+                               build_batch_transform(spec, 1, False, "cpu"), DistContext())
+    rec = metrics(job_c, "held")[0]
+    assert res["count"] == len(spec.holdout) and res["top1"] == pytest.approx(rec["val_acc"], abs=1e-9)
+    assert rec["selected_epoch"] == 1

@@ -35,15 +35,16 @@ def test_two_steps_by_hand():
     w (both losses): step 1  b_task = 2 + 0.01·1 = 2.01, b_kd = 3, w = 1 − 0.201 − 0.3 = 0.499;
                      step 2  b_task = 0.825·2.01 + (2 + 0.00499) = 3.66324, b_kd = 0.975·3 + 3 = 5.925,
                              w = 0.499 − 0.366324 − 0.5925 = −0.459824.
-    v (distillation only, mean momentum 0.9, decay on its buffer):
-                     step 1  b_kd = 1 + 0.01 = 1.01, v = 0.899;
-                     step 2  b_kd = 0.9·1.01 + (1 + 0.00899) = 1.91799, v = 0.899 − 0.191799 = 0.707201.
+    v (distillation only, mean momentum 0.9, decay on its buffer from the second step, as
+       upstream, whose first step clones the bare gradient into the new buffer):
+                     step 1  b_kd = 1, v = 0.9;
+                     step 2  b_kd = 0.9·1 + (1 + 0.009) = 1.909, v = 0.9 − 0.1909 = 0.7091.
     u (task only):   step 1  b = 4.01, u = 0.599; step 2  b = 0.9·4.01 + 4.00599 = 7.61499, u = −0.162499.
     """
     w, v, u = (torch.ones(1, dtype=torch.float64, requires_grad=True) for _ in range(3))
     opt = DOT([w, v, u], lr=0.1, momentum=0.9, delta=0.075, weight_decay=0.01)
     two_steps(opt, w, v, u)
-    for p, expected in ((w, -0.459824), (v, 0.707201), (u, -0.162499)):
+    for p, expected in ((w, -0.459824), (v, 0.7091), (u, -0.162499)):
         assert p.item() == pytest.approx(expected, rel=1e-12, abs=1e-14)
     assert opt.state[w]["momentum_buffer"].item() == pytest.approx(3.66324, rel=1e-12)
     assert opt.state[w]["momentum_kd_buffer"].item() == pytest.approx(5.925, rel=1e-12)

@@ -28,3 +28,30 @@ def test_errors_stay_one_line_on_stderr_with_quiet(tmp_path, capsys):
     assert out == "" and err.count("\n") == 1
     assert err.startswith("error: LOG.LEVEL 'LOUD' is not a level; set one of DEBUG, INFO, WARNING, ERROR")
     assert not os.path.exists(run_dir(tmp_path, "bad"))
+
+
+def test_ls_flags_are_part_of_the_run_and_its_resume(tmp_path, capsys):
+    """The LS flags act like the config they produce: config.yaml holds their values, a
+    --resume must repeat them (else the config differs), and the advice to continue has them."""
+    from types import SimpleNamespace
+
+    import yaml
+
+    from mdistiller.engine.run import command
+    from tests.engine.helpers import make_teacher
+
+    make_teacher(tmp_path / "t.pth")
+    flags = ["--logit-stand", "--base-temp", "3", "--kd-weight", "5"]
+    argv = tiny_argv(tmp_path, "ls", "DISTILLER.TYPE", "KD", teacher=tmp_path / "t.pth")
+    assert cli_main(flags + argv) == 0
+    saved = yaml.safe_load(open(os.path.join(run_dir(tmp_path, "ls"), "config.yaml")))
+    assert saved["DISTILLER"]["LOGIT_STAND"] is True
+    assert (saved["KD"]["TEMPERATURE"], saved["KD"]["LOSS"]["KD_WEIGHT"]) == (3.0, 5.0)
+    capsys.readouterr()
+    assert cli_main(["--resume"] + argv + ["SOLVER.EPOCHS", "2"]) == 2
+    assert "DISTILLER.LOGIT_STAND" in capsys.readouterr().err
+    assert cli_main(["--resume"] + flags + argv + ["SOLVER.EPOCHS", "2"]) == 0
+    assert [r["epoch"] for r in metrics(tmp_path, "ls")] == [1, 2]
+    args = SimpleNamespace(cfg="c.yaml", opts=["SOLVER.LR", "0.1"],
+                           ls_flags={"logit_stand": True, "base_temp": 3.0, "kd_weight": None})
+    assert command(args) == "python3 tools/train_ours.py --cfg c.yaml --resume --logit-stand --base-temp 3 SOLVER.LR 0.1"

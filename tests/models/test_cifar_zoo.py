@@ -33,7 +33,8 @@ def probed(request):
 
 
 def test_registry_has_exactly_the_reference_models():
-    assert sorted(cifar_model_dict) == sorted(NAMES)
+    """The CIFAR zoo, plus upstream's Tiny-ImageNet MobileNetV2 (tests/models/test_tiny_imagenet_zoo.py)."""
+    assert sorted(cifar_model_dict) == sorted(NAMES + ["mobilenetv2_tinyimagenet"])
 
 
 @pytest.mark.parametrize("name", NAMES)

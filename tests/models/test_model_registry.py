@@ -11,10 +11,11 @@ from mdistiller.utils.errors import DuplicateNameError, UnknownNameError
 
 def test_public_names():
     assert cifar_model_dict is CIFAR_MODELS and imagenet_model_dict is IMAGENET_MODELS
-    assert dict(MODEL_FAMILIES) == {"cifar": CIFAR_MODELS, "imagenet": IMAGENET_MODELS}
+    assert dict(MODEL_FAMILIES) == {"cifar": CIFAR_MODELS, "imagenet": IMAGENET_MODELS,
+                                    "tiny_imagenet": models.TINY_IMAGENET_MODELS}
 
 
-@pytest.mark.parametrize("family", ["cifar", "imagenet"])
+@pytest.mark.parametrize("family", ["cifar", "imagenet", "tiny_imagenet"])
 def test_unknown_name_lists_known_names(family):
     with pytest.raises(UnknownNameError) as err:
         build_model("resnet9", family)
@@ -29,7 +30,7 @@ def test_unknown_name_suggests_close_match():
 
 
 def test_unknown_family_lists_families():
-    with pytest.raises(UnknownNameError, match="cifar, imagenet"):
+    with pytest.raises(UnknownNameError, match="cifar, imagenet, tiny_imagenet"):
         build_model("resnet8", "mnist")
 
 

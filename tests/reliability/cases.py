@@ -22,7 +22,8 @@ from typing import Callable
 
 import pytest
 
-from mdistiller.cli import download, eval as eval_cli, summarize, sweep
+from mdistiller.cli import benchmark, demo, download, eval as eval_cli, export as export_cli, make_image_folder
+from mdistiller.cli import summarize, sweep
 from mdistiller.cli.train import main as train_main
 from mdistiller.runs import folder as runfolder
 from mdistiller.runs.checkpoint import load_checkpoint
@@ -30,8 +31,10 @@ from mdistiller.runs.checkpoint import load_checkpoint
 from tests.engine.helpers import make_teacher, metrics, run_dir, tiny_argv
 from tests.reliability.faults import Faults, SimulatedKill, fixed_accuracy, same_weights, snapshot, student_weights
 
+# every tool of tools/ (train.py and train_ours.py are the one tool "train"; download_ckpts.py is "download")
 TOOLS = {"train": train_main, "eval": eval_cli.main, "summarize": summarize.main, "sweep": sweep.main,
-         "download": download.main}
+         "download": download.main, "benchmark": benchmark.main, "demo": demo.main,
+         "make_image_folder": make_image_folder.main, "export": export_cli.main}
 FAST = ["LOG.TENSORBOARD", "False", "DATASET.SYNTHETIC_SIZE", "32", "DATASET.TEST.BATCH_SIZE", "64"]
 
 
@@ -161,8 +164,32 @@ def yaml(env, name, text):
     return ["--cfg", env.file(name, text)] + env.argv("y")
 
 
+def fake_run(env, name, student_best, student="resnet8"):
+    """A run folder under inputs/: the finished run's config (student changed) and a given student_best."""
+    folder = env.tmp / "inputs" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg = open(os.path.join(env.done, "config.yaml")).read().replace("STUDENT: resnet8", f"STUDENT: {student}")
+    (folder / "config.yaml").write_text(cfg)
+    best = open(os.path.join(env.done, "student_best"), "rb").read() if student_best is None else student_best
+    (folder / "student_best").write_bytes(best)
+    return str(folder)
+
+
+def without_onnx(env):
+    env.patch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime -> ImportError
+    return [env.done]
+
+
 def _train(name, *extra, pattern):
     return Bad(name, "train", lambda env: env.argv("x", *extra), pattern)
+
+
+def _images(name, *args, pattern):
+    return Bad(f"images {name}", "make_image_folder", lambda env: [str(env.tmp / "if"), *args], pattern)
+
+
+def _bench(name, *args, pattern):
+    return Bad(f"benchmark {name}", "benchmark", lambda env: list(args), pattern)
 
 
 BAD_INPUTS = [
@@ -219,6 +246,12 @@ BAD_INPUTS = [
     _train("subset below one batch", "DATASET.SUBSET", "0.0001",
            pattern=r"DATASET.SUBSET 0.0001 leaves \d+ training images, less than one batch"),
     _train("synthetic size 0", "DATASET.SYNTHETIC_SIZE", "0", pattern=r"DATASET.SYNTHETIC_SIZE must be"),
+    _train("holdout 1", "DATASET.HOLDOUT", "1.0", pattern=r"DATASET.HOLDOUT must be a fraction in \[0, 1\)"),
+    _train("holdout -0.1", "DATASET.HOLDOUT", "-0.1", pattern=r"DATASET.HOLDOUT must be a fraction in \[0, 1\)"),
+    _train("holdout empties a class", "DATASET.HOLDOUT", "0.99",
+           pattern=r"DATASET.HOLDOUT 0.99 holds out all \d+ training images of class \d+, leaving none"),
+    _train("holdout seed -1", "DATASET.HOLDOUT_SEED", "-1", pattern=r"DATASET.HOLDOUT_SEED must be an integer >= 0"),
+    _train("decode gpu", "DATASET.DECODE", "gpu", pattern=r"DATASET.DECODE must be one of cpu, device; got 'gpu'"),
     _train("dataset root is a file", "DATASET.ROOT", __file__, pattern=r"DATASET.ROOT .* is a file"),
     _train("read freq 0", "LOG.READ_FREQ", "0", pattern=r"LOG.READ_FREQ must be at least 1"),
     _train("checkpoint freq 0", "LOG.SAVE_CHECKPOINT_FREQ", "0", pattern=r"LOG.SAVE_CHECKPOINT_FREQ must be"),
@@ -253,6 +286,15 @@ BAD_INPUTS = [
         lambda env: env.argv("t", "DISTILLER.TYPE", "KD", "DISTILLER.TEACHER_CKPT", str(env.tmp)),
         r"teacher checkpoint .* is a folder"),
     Bad("unknown flag", "train", lambda env: ["--bogus"] + env.argv("x"), r"unrecognized arguments|KEY VALUE"),
+    Bad("--base-temp 0", "train", lambda env: ["--logit-stand", "--base-temp", "0"] + env.argv("x"),
+        r"--base-temp: must be a number > 0"),
+    Bad("--kd-weight nan after the pairs", "train", lambda env: env.argv("x") + ["--kd-weight", "nan"],
+        r"--kd-weight: must be a number >= 0"),
+    Bad("--base-temp without a value", "train", lambda env: env.argv("x") + ["--base-temp"],
+        r"--base-temp: expected one argument"),
+    Bad("--print-config with a bad value", "train", lambda env: ["--print-config"] + env.argv("x", "SOLVER.LR", "fast"),
+        r"SOLVER.LR' expects a float"),
+    _train("tiny-imagenet view unknown", "DATASET.TINY_IMAGENET_VIEW", "crop", pattern=r"TINY_IMAGENET_VIEW 'crop' is not a view"),
     # the environment
     Bad("wandb without credentials", "train", fake_wandb, r"LOG.WANDB is True but wandb could not start .*wandb login"),
     Bad("read-only LOG.PREFIX", "train",
@@ -262,9 +304,12 @@ BAD_INPUTS = [
     # the other tools
     Bad("eval missing folder", "eval", lambda env: ["-c", str(env.tmp / "gone"), "-d", "synthetic"],
         r"checkpoint -c .*gone' does not exist"),
-    Bad("eval workers -1", "eval", lambda env: ["-c", env.done, "--workers", "-1"], r"--workers must be >= 0"),
-    Bad("eval batch 0", "eval", lambda env: ["-c", env.done, "-bs", "0"], r"batch-size must be at least 1"),
-    Bad("eval batch abc", "eval", lambda env: ["-c", env.done, "-bs", "abc"], r"invalid int value"),
+    Bad("eval workers -1", "eval", lambda env: ["-c", env.done, "--workers", "-1"],
+        r"argument --workers: must be an integer >= 0"),
+    Bad("eval batch 0", "eval", lambda env: ["-c", env.done, "-bs", "0"],
+        r"argument -bs/--batch-size: must be an integer >= 1"),
+    Bad("eval batch abc", "eval", lambda env: ["-c", env.done, "-bs", "abc"],
+        r"argument -bs/--batch-size: must be an integer"),
     Bad("eval folder without a run", "eval", lambda env: ["-c", str(env.other), "-d", "synthetic"],
         r"has no student_best"),
     Bad("summarize missing root", "summarize", lambda env: [str(env.tmp / "gone")], r"is not a folder"),
@@ -272,13 +317,50 @@ BAD_INPUTS = [
     Bad("summarize plot onto a file", "summarize", lambda env: [str(env.project), "--plot", __file__],
         r"cannot write plots into"),
     Bad("summarize unknown flag", "summarize", lambda env: [str(env.project), "--plots"], r"unrecognized arguments"),
+    Bad("summarize baseline without =", "summarize", lambda env: [str(env.project), "--baseline", "DISTILLER.TYPE"],
+        r"--baseline 'DISTILLER.TYPE' is not KEY=VALUE"),
+    Bad("summarize baseline matching nothing", "summarize",
+        lambda env: [str(env.project), "--baseline", "DISTILLER.TYPE=CRD"], r"matches no group \(DISTILLER.TYPE takes"),
+    Bad("summarize baseline unknown key", "summarize", lambda env: [str(env.project), "--baseline", "NO.KEY=1"],
+        r"no run has the config key 'NO.KEY'"),
+    Bad("summarize paired without baseline", "summarize", lambda env: [str(env.project), "--paired"],
+        r"--paired compares with a baseline"),
+    Bad("summarize metric selected without holdout", "summarize",
+        lambda env: [str(env.project), "--metric", "selected"], r"--metric selected needs runs with a holdout"),
+    Bad("summarize metric unknown", "summarize", lambda env: [str(env.project), "--metric", "median"],
+        r"invalid choice: 'median'"),
+    Bad("export missing folder", "export", lambda env: [str(env.tmp / "gone")], r"is not a run folder"),
+    Bad("export not a run", "export", lambda env: [str(env.other)], r"is not a run folder \(no config.yaml\)"),
+    Bad("export checkpoint ema absent", "export", lambda env: [env.done, "--checkpoint", "ema"],
+        r"has no student_ema .*pick another --checkpoint"),
+    Bad("export checkpoint unknown", "export", lambda env: [env.done, "--checkpoint", "top"], r"invalid choice"),
+    Bad("export corrupt checkpoint", "export", lambda env: [fake_run(env, "corrupt", b"\x80garbage")],
+        r"checkpoint .*student_best' is truncated or corrupt"),
+    Bad("export mismatched checkpoint", "export", lambda env: [fake_run(env, "other", None, "resnet14")],
+        r"does not fit model resnet14"),
+    Bad("export format unknown", "export", lambda env: [env.done, "--format", "tflite"], r"invalid choice"),
+    Bad("export onnx without the extra", "export", without_onnx, r"needs onnxruntime .*pip install -e \.\[export\]"),
+    Bad("export opset too old", "export", lambda env: [env.done, "--opset", "9"], r"--opset 9 is outside"),
+    Bad("export opset for pt2", "export", lambda env: [env.done, "--format", "pt2", "--opset", "18"],
+        r"--opset is for --format onnx only"),
+    Bad("export batch 0", "export", lambda env: [env.done, "--batch", "0"], r"0 is not a positive number"),
+    Bad("export batch word", "export", lambda env: [env.done, "--batch", "many"], r"neither a number .* nor 'dynamic'"),
+    Bad("export out onto a file", "export", lambda env: [env.done, "--out", __file__], r"--out .* is a file"),
+    Bad("export images 0", "export", lambda env: [env.done, "--images", "0"], r"--images must be >= 1"),
+    Bad("export tolerance 0", "export", lambda env: [env.done, "--tolerance", "0"], r"--tolerance must be a positive"),
+    Bad("export preprocessing with a corrupt run", "export",
+        lambda env: [fake_run(env, "corrupt2", b""), "--with-preprocessing"], r"student_best' is empty"),
+    Bad("eval exported file corrupt", "eval", lambda env: ["-c", env.file("student.onnx", b"not onnx"),
+                                                           "-d", "synthetic"], r"cannot load exported file"),
+    Bad("summarize cost unknown flag", "summarize", lambda env: [str(env.project), "--costs"],
+        r"unrecognized arguments"),
     Bad("sweep seeds 0", "sweep", lambda env: ["--cfg", env.file("s.yaml", "{}"), "--seeds", "0", "--print"],
-        r"--seeds must be at least 1"),
+        r"argument --seeds: must be an integer >= 1"),
     Bad("sweep bad grid", "sweep", lambda env: ["--cfg", env.file("s.yaml", "{}"), "--grid", "SOLVER.LR", "--print"],
         r"--grid 'SOLVER.LR' must look like"),
     Bad("sweep missing cfg", "sweep", lambda env: ["--cfg", str(env.tmp / "no.yaml"), "--print"], r"does not exist"),
     Bad("download timeout -1", "download", lambda env: ["--timeout", "-1", "--dest", str(env.tmp / "d")],
-        r"--timeout must be a positive"),
+        r"argument --timeout: must be a number > 0"),
     Bad("download archive missing", "download", lambda env: ["--archive", str(env.tmp / "no.tar"),
                                                              "--dest", str(env.tmp / "d")], r"does not exist"),
     Bad("download archive a folder", "download", lambda env: ["--archive", str(env.tmp), "--dest",
@@ -286,7 +368,158 @@ BAD_INPUTS = [
     Bad("download bad sha", "download", lambda env: ["--sha256", "xyz"], r"is not a SHA-256 digest"),
     Bad("download dest a file", "download", lambda env: ["--dest", __file__, "--archive", __file__],
         r"--dest .* is a file"),
+    # --resume may change LR and AMP only after a non-finite loss; keys are compared whole (#21)
+    Bad("resume with another LR", "train", lambda env: ["--resume"] + env.argv("done", "SOLVER.EPOCHS", "3",
+                                                                              "SOLVER.LR", "0.01"),
+        r"SOLVER.LR may change only after a non-finite loss .*use the original value \(SOLVER.LR 0.05\)"),
+    Bad("resume with bf16", "train", lambda env: ["--resume"] + env.argv("done", "SOLVER.EPOCHS", "3",
+                                                                        "SOLVER.AMP", "bf16"),
+        r"SOLVER.AMP may change only after a non-finite loss"),
+    Bad("resume with other decay stages", "train",
+        lambda env: ["--resume"] + env.argv("done", "SOLVER.EPOCHS", "3", "SOLVER.LR_DECAY_STAGES", "[1]"),
+        r"differs in SOLVER.LR_DECAY_STAGES"),
+    Bad("resume with another decay rate", "train",
+        lambda env: ["--resume"] + env.argv("done", "SOLVER.EPOCHS", "3", "SOLVER.LR_DECAY_RATE", "0.5"),
+        r"differs in SOLVER.LR_DECAY_RATE"),
+    Bad("new teacher without resume", "train", lambda env: ["--new-teacher"] + env.argv("nt"),
+        r"--new-teacher is for --resume"),
+    # training: bounds and inputs (#21)
+    _train("workers 100000", "DATASET.NUM_WORKERS", "100000",
+           pattern=r"DATASET.NUM_WORKERS 100000 is more than \d+ worker processes .*set it to at most"),
+    _train("seed beyond 64 bits", "EXPERIMENT.SEED", str(2**64), pattern=r"EXPERIMENT.SEED must be at most"),
+    _train("synthetic size 1e8", "DATASET.SYNTHETIC_SIZE", "100000000",
+           pattern=r"DATASET.SYNTHETIC_SIZE must be at most"),
+    _train("sync bn on cpu", "SOLVER.SYNC_BN", "True", pattern=r"SOLVER.SYNC_BN needs CUDA"),
+    _train("newline in name", "EXPERIMENT.NAME", "a\nb", pattern=r"EXPERIMENT.NAME 'a\\nb' is not a valid folder name"),
+    _train("batch above the training set", "SOLVER.BATCH_SIZE", "64",
+           pattern=r"leaves 32 training images, less than one batch of SOLVER.BATCH_SIZE 64"),
+    Bad("cfg empty string", "train", lambda env: ["--cfg", ""] + env.argv("x"), r"argument --cfg: is empty"),
+    Bad("cfg Latin-1", "train", lambda env: yaml(env, "latin1.yaml", b"EXPERIMENT:\n  TAG: caf\xe9\n"),
+        r"is not UTF-8 .*save it as UTF-8"),
+    Bad("plugin calls sys.exit", "train",
+        lambda env: env.argv("x", "EXPERIMENT.PLUGINS", f"['{env.file('exits.py', 'import sys; sys.exit(3)')}']"),
+        r"plugin .*exits.py' called sys.exit\(3\) while being imported"),
+    Bad("image folder with one class", "train", lambda env: env.argv("x", "DATASET.TYPE", "imagefolder",
+                                                                     "DATASET.ROOT", image_folder(env, classes=1)),
+        r"has 1 class folder; a classifier needs at least 2"),
+    Bad("image folder with an empty class", "train",
+        lambda env: env.argv("x", "DATASET.TYPE", "imagefolder", "DATASET.ROOT", image_folder(env, empty="class_9")),
+        r"class folder class_9 under .* holds no images"),
+    # eval (#21)
+    Bad("eval batch -1", "eval", lambda env: ["-c", env.done, "-bs", "-1"], r"argument -bs/--batch-size: must be"),
+    Bad("eval workers abc", "eval", lambda env: ["-c", env.done, "--workers", "abc"], r"argument --workers: must be"),
+    Bad("eval workers 100000", "eval", lambda env: ["-c", env.done, "--workers", "100000"],
+        r"DATASET.NUM_WORKERS 100000 is more than"),
+    Bad("eval a text file", "eval", lambda env: ["-c", env.file("notes.txt", "not a checkpoint\n"), "-d", "synthetic",
+                                                 "-m", "resnet8"], r"is a text file, not a checkpoint"),
+    Bad("eval run folder without config.yaml", "eval", lambda env: ["-c", copy_student_only(env)],
+        r"has no config.yaml, so its dataset and model are unknown; pass --cfg"),
+    Bad("eval no published checkpoint", "eval", lambda env: ["-m", "resnet8", "-d", "synthetic"],
+        r"published checkpoint of resnet8 is not installed|resnet8 has no published checkpoint"),
+    Bad("eval device tpu", "eval", lambda env: ["-c", env.done, "--device", "tpu"], r"SOLVER.DEVICE must be"),
+    Bad("eval unknown flag", "eval", lambda env: ["-c", env.done, "--bogus"], r"unrecognized arguments|KEY VALUE"),
+    # summarize (#21)
+    Bad("summarize root a file", "summarize", lambda env: [__file__], r"is not a folder"),
+    Bad("summarize root without runs", "summarize", lambda env: [str(env.other)], r"no run folders"),
+    Bad("summarize csv and markdown", "summarize", lambda env: [str(env.project), "--csv", "--markdown"],
+        r"not allowed with argument"),
+    Bad("summarize no root", "summarize", lambda env: [], r"the following arguments are required: root"),
+    Bad("summarize plot under a file", "summarize", lambda env: [str(env.project), "--plot", __file__ + "/plots"],
+        r"cannot write plots into"),
+    Bad("summarize empty root", "summarize", lambda env: [""], r"is not a folder"),
+    # sweep (#21)
+    Bad("sweep seeds -1", "sweep", lambda env: ["--cfg", env.file("s.yaml", "{}"), "--seeds", "-1", "--print"],
+        r"argument --seeds: must be an integer >= 1"),
+    Bad("sweep seeds abc", "sweep", lambda env: ["--cfg", env.file("s.yaml", "{}"), "--seeds", "abc", "--print"],
+        r"argument --seeds: must be"),
+    Bad("sweep seed start -1", "sweep",
+        lambda env: ["--cfg", env.file("s.yaml", "{}"), "--seed-start", "-1", "--print"],
+        r"argument --seed-start: must be an integer >= 0"),
+    Bad("sweep no cfg", "sweep", lambda env: ["--print"], r"the following arguments are required: --cfg"),
+    Bad("sweep cfg a folder", "sweep", lambda env: ["--cfg", str(env.tmp), "--print"], r"is a folder"),
+    Bad("sweep unknown grid key", "sweep",
+        lambda env: ["--cfg", env.file("s.yaml", "{}"), "--grid", "SOLVER.LRR=0.1,0.2", "--print"],
+        r"unknown config key 'SOLVER.LRR'"),
+    Bad("sweep odd overrides", "sweep", lambda env: ["--cfg", env.file("s.yaml", "{}"), "--print", "SOLVER.LR"],
+        r"odd number"),
+    # download (#21)
+    Bad("download timeout 0", "download", lambda env: ["--timeout", "0", "--dest", str(env.tmp / "d")],
+        r"argument --timeout: must be a number > 0"),
+    Bad("download timeout nan", "download", lambda env: ["--timeout", "nan", "--dest", str(env.tmp / "d")],
+        r"argument --timeout: must be a number > 0"),
+    Bad("download timeout abc", "download", lambda env: ["--timeout", "abc", "--dest", str(env.tmp / "d")],
+        r"argument --timeout: must be"),
+    Bad("download unknown flag", "download", lambda env: ["--bogus"], r"unrecognized arguments"),
+    Bad("download archive not a tar", "download",
+        lambda env: ["--archive", env.file("fake.tar", "not a tar\n"), "--dest", str(env.tmp / "d")],
+        r"fake.tar"),
+    # benchmark (#21: refused before anything is timed)
+    _bench("steps 0", "--steps", "0", pattern=r"argument --steps: must be an integer >= 1"),
+    _bench("repeats 0", "--repeats", "0", pattern=r"argument --repeats: must be"),
+    _bench("threads 0", "--threads", "0", pattern=r"argument --threads: must be"),
+    _bench("warmup -1", "--warmup", "-1", pattern=r"argument --warmup: must be"),
+    _bench("pipeline seconds -1", "--pipeline-seconds", "-1",
+           pattern=r"argument --pipeline-seconds: must be a number > 0"),
+    _bench("batch -5", "--batch-size", "-5", pattern=r"argument --batch-size: must be"),
+    _bench("one class", "--num-classes", "1", pattern=r"argument --num-classes: must be"),
+    _bench("device tpu", "--device", "tpu", pattern=r"argument --device: must be auto"),
+    _bench("unknown distiller", "--matrix", "FOO/fp32", pattern=r"unknown distiller 'FOO'"),
+    _bench("bad case", "--matrix", "SLD/fp8", pattern=r"bad case 'SLD/fp8'"),
+    _bench("fp16 on cpu", "--device", "cpu", "--distiller", "KD", "--precision", "fp16", pattern=r"fp16 needs CUDA"),
+    _bench("steps abc", "--steps", "abc", pattern=r"argument --steps: must be"),
+    # demo (#21: refused before the first run)
+    Bad("demo epochs scale 0", "demo", lambda env: ["--epochs-scale", "0"], r"argument --epochs-scale: must be"),
+    Bad("demo epochs scale -1", "demo", lambda env: ["--epochs-scale", "-1"], r"argument --epochs-scale: must be"),
+    Bad("demo epochs scale nan", "demo", lambda env: ["--epochs-scale", "nan"], r"argument --epochs-scale: must be"),
+    Bad("demo epochs scale abc", "demo", lambda env: ["--epochs-scale", "abc"], r"argument --epochs-scale: must be"),
+    Bad("demo seed -1", "demo", lambda env: ["--seed", "-1"], r"argument --seed: must be an integer >= 0"),
+    Bad("demo odd overrides", "demo", lambda env: ["--output", str(env.tmp / "demo"), "SOLVER.LR"], r"odd number"),
+    Bad("demo unknown key", "demo", lambda env: ["--output", str(env.tmp / "demo"), "SOLVER.LRR", "1"],
+        r"unknown config key 'SOLVER.LRR'"),
+    Bad("demo bad value", "demo", lambda env: ["--output", str(env.tmp / "demo"), "SOLVER.LR", "abc"],
+        r"config key 'SOLVER.LR' expects a float"),
+    Bad("demo output a file", "demo", lambda env: ["--output", __file__], r"argument --output: .* is a file"),
+    Bad("demo output under a file", "demo", lambda env: ["--output", __file__ + "/demo"],
+        r"argument --output: .* is under a file"),
+    # make_image_folder (#21: nothing half-written)
+    _images("classes 0", "--classes", "0", pattern=r"argument --classes: must be an integer >= 2"),
+    _images("classes -3", "--classes", "-3", pattern=r"argument --classes: must be"),
+    _images("size 0", "--size", "0", pattern=r"argument --size: must be"),
+    _images("size huge", "--size", "100000", pattern=r"argument --size: must be an integer >= 8 and <= 1024"),
+    _images("val 0", "--val", "0", pattern=r"argument --val: must be"),
+    _images("train -1", "--train", "-1", pattern=r"argument --train: must be"),
+    _images("train abc", "--train", "abc", pattern=r"argument --train: must be"),
+    Bad("images under a file", "make_image_folder", lambda env: [__file__ + "/if"], r"is under a file"),
+    _images("too few for the classes", "--classes", "10", "--train", "5",
+            pattern=r"--train 5 gives some of the 10 classes no image"),
+    _images("too few val", "--classes", "10", "--val", "3", pattern=r"--val 3 gives some of the 10 classes"),
+    Bad("images dest exists", "make_image_folder", lambda env: [str(env.other)], r"already exists"),
+    Bad("images no dest", "make_image_folder", lambda env: [], r"the following arguments are required: dest"),
 ]
+
+
+def image_folder(env, classes=2, empty=None):
+    """A tiny image folder under inputs/ (PNG files), with an optional empty class folder."""
+    from PIL import Image
+
+    root = env.tmp / "inputs" / f"if{classes}{empty or ''}"
+    for split in ("train", "val"):
+        for k in range(classes):
+            d = root / split / f"class_{k}"
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(2):
+                Image.new("RGB", (32, 32), (40 * k, 10 * i, 0)).save(d / f"{i}.png")
+        if empty:
+            (root / split / empty).mkdir(exist_ok=True)
+    return str(root)
+
+
+def copy_student_only(env):
+    """A folder holding a run's student_best but no config.yaml."""
+    d = env.tmp / "inputs" / "student_only"
+    d.mkdir(parents=True, exist_ok=True)
+    shutil.copy(os.path.join(env.done, "student_best"), d / "student_best")
+    return str(d)
 
 
 def try_bad_input(env, case):
@@ -396,7 +629,7 @@ def fault_nan_then_lower_lr(env):
         nan_at(mp, 2)
         code, _, err = call("train", argv)
     check_one_line(code, err, r"non-finite loss at epoch 2.*'.*latest' \(epoch 1\) is intact.*SOLVER.LR 0.005")
-    code, _, err = call("train", ["--resume"] + argv + ["SOLVER.LR", "0.005"])
+    code, out, err = call("train", ["--resume"] + argv + ["SOLVER.LR", "0.005"])
     assert code == 0, err
     d = run_dir(env.tmp, "nan2")
     assert [r["epoch"] for r in metrics(env.tmp, "nan2")] == [1, 2, 3]
@@ -404,6 +637,10 @@ def fault_nan_then_lower_lr(env):
     history = [json.loads(line) for line in open(os.path.join(d, "config_history.jsonl"))]
     assert history == [{"from_epoch": 2, "changed": {"SOLVER.LR": [0.05, 0.005]}}]
     assert "LR: 0.005" in open(os.path.join(d, "config.yaml")).read()
+    assert "SOLVER.LR 0.05 -> 0.005" in out  # #21 item 3: every accepted change is named
+    # the non-finite loss allowed one resume with a changed LR, not another one
+    code, _, err = call("train", ["--resume"] + argv[:-2] + ["SOLVER.EPOCHS", "4", "SOLVER.LR", "0.001"])
+    check_one_line(code, err, r"SOLVER.LR may change only after a non-finite loss")
 
 
 def fault_second_signal(env):
@@ -554,7 +791,8 @@ def fault_corrupt_interrupted(env):
         f.write(b"garbage" * 10)
     resume = ["--resume"] + argv[:-2] + ["SOLVER.EPOCHS", "2"]
     code, _, err = call("train", resume)
-    check_one_line(code, err, r"interrupted' is truncated or corrupt .*delete it to resume from the last epoch end")
+    check_one_line(code, err,
+                   r"interrupted' is (truncated or corrupt|a text file).*delete it to resume from the last epoch end")
     os.unlink(path)  # the advice, followed
     assert call("train", resume)[0] == 0
     assert [r["epoch"] for r in metrics(env.tmp, "corrupt")] == [1, 2]
@@ -607,7 +845,8 @@ def fault_resume_unmarked_run_folder(env):
     assert call("train", env.argv("oldrun", "SOLVER.EPOCHS", "1"))[0] == 0
     d = run_dir(env.tmp, "oldrun")
     for f in (runfolder.MARKER, runfolder.LOCK):
-        os.unlink(os.path.join(d, f))
+        if os.path.exists(os.path.join(d, f)):  # .lock is removed by the writer that ends
+            os.unlink(os.path.join(d, f))
     code, _, err = call("train", ["--resume"] + env.argv("oldrun", "SOLVER.EPOCHS", "2"))
     assert code == 0, err
     assert runfolder.is_run_folder(d)
@@ -628,11 +867,219 @@ def fault_summarize_damaged_runs(env):
     assert "42.00" in out and "Traceback" not in err and "skipping" in err
 
 
+def saved(d):
+    """{name: bytes} of a run folder's checkpoints (to prove none was deleted or changed)."""
+    return {f: open(os.path.join(d, f), "rb").read() for f in runfolder.saved_files(d)}
+
+
+def fault_missing_latest(env):
+    """#21 item 1: 'latest' deleted from a finished run; --resume rebuilds it from the newest
+    whole epoch_N (with a message) and deletes nothing; with a later epoch recorded it is
+    refused in one line naming epoch_N, and a start without --resume is refused."""
+    argv = env.argv("nolatest", "SOLVER.EPOCHS", "4", "LOG.SAVE_CHECKPOINT_FREQ", "2")
+    assert call("train", argv)[0] == 0
+    d = run_dir(env.tmp, "nolatest")
+    os.unlink(os.path.join(d, "latest"))
+    before = saved(d)
+    code, out, err = call("train", ["--resume"] + argv)
+    assert code == 0, err
+    assert "rebuilt it from epoch_4" in out and "starting it from epoch 1" not in out
+    assert "has finished all 4 epochs (SOLVER.EPOCHS); nothing to train" in out  # not "at epoch 5" (item 12)
+    after = saved(d)
+    assert {f: after[f] for f in before} == before  # epoch_2, epoch_4, student_* untouched
+    assert after["latest"] == before["epoch_4"]
+    assert [r["epoch"] for r in metrics(env.tmp, "nolatest")] == [1, 2, 3, 4]
+    # latest and epoch_4 gone: epoch 4 is recorded, so rebuilding from epoch_2 is refused
+    for f in ("latest", "epoch_4"):
+        os.unlink(os.path.join(d, f))
+    before = snapshot(d)
+    for flags in (["--resume"], []):
+        code, _, err = call("train", flags + argv)
+        line = check_one_line(code, err, r"newest whole epoch checkpoint is epoch_2, but epoch 4 was recorded; "
+                                         r"nothing was changed or deleted; .*cp '" if flags else
+                              r"already used by another run; pass --resume")
+        assert {k: v for k, v in snapshot(d).items() if not k.endswith(runfolder.LOCK)} == \
+            {k: v for k, v in before.items() if not k.endswith(runfolder.LOCK)}
+        if flags:
+            advice = line
+    src, dst = shlex.split(advice.split("copy it: cp ")[1].split(", then")[0])
+    shutil.copyfile(src, dst)  # the advice, followed
+    assert call("train", ["--resume"] + argv)[0] == 0
+    assert [r["epoch"] for r in metrics(env.tmp, "nolatest")] == [1, 2, 3, 4]
+    assert load_checkpoint(os.path.join(d, "latest"))["epoch"] == 4
+
+
+def fault_corrupt_latest(env):
+    """#21 item 1: a corrupt 'latest': one line quoting the reason whole and naming epoch_N
+    as the replacement; nothing changed; the advice, followed, finishes the run."""
+    argv = env.argv("badlatest", "SOLVER.EPOCHS", "2", "LOG.SAVE_CHECKPOINT_FREQ", "1")
+    assert call("train", argv)[0] == 0
+    d = run_dir(env.tmp, "badlatest")
+    with open(os.path.join(d, "latest"), "wb") as f:
+        f.write(b"PK\x03\x04" + bytes(range(256)) * 3)
+    try:
+        load_checkpoint(os.path.join(d, "latest"))
+    except Exception as e:  # noqa: BLE001
+        reason = e.cause
+    before = snapshot(d)
+    resume = ["--resume"] + argv[:-4] + ["SOLVER.EPOCHS", "3", "LOG.SAVE_CHECKPOINT_FREQ", "1"]
+    code, _, err = call("train", resume)
+    line = check_one_line(code, err, r"latest' cannot be read \(.*\); nothing was changed or deleted; replace it "
+                                     r"with the newest whole epoch checkpoint, epoch_2: cp ")
+    assert f"({reason})" in line
+    assert {k: v for k, v in snapshot(d).items() if not k.endswith(runfolder.LOCK)} == \
+        {k: v for k, v in before.items() if not k.endswith(runfolder.LOCK)}
+    src, dst = shlex.split(line.split(": cp ")[1].split(", then")[0])
+    shutil.copyfile(src, dst)
+    assert call("train", resume)[0] == 0
+    assert [r["epoch"] for r in metrics(env.tmp, "badlatest")] == [1, 2, 3]
+
+
+def fault_lock_file_deleted(env):
+    """#21 item 4: deleting .lock while a run holds the folder does not let a second writer in."""
+    argv = env.argv("rmlock", "SOLVER.EPOCHS", "1")
+    assert call("train", argv)[0] == 0
+    d = run_dir(env.tmp, "rmlock")
+    held = runfolder.RunLock(d).acquire()  # the running writer
+    try:
+        os.unlink(os.path.join(d, runfolder.LOCK))
+        for flags in (["--resume"], ["--overwrite"], []):
+            code, _, err = call("train", flags + argv[:-2] + ["SOLVER.EPOCHS", "2"])
+            check_one_line(code, err, rf"run folder '{re.escape(d)}' is in use by ")
+    finally:
+        held.release()
+    assert call("train", ["--resume"] + argv[:-2] + ["SOLVER.EPOCHS", "2"])[0] == 0
+    assert [r["epoch"] for r in metrics(env.tmp, "rmlock")] == [1, 2]
+
+
+def fault_signal_during_resume_startup(env):
+    """#21 item 5: SIGTERM while --resume starts: the advice is the command that continues
+    the run (with --resume), and following it finishes the run."""
+    from mdistiller.engine import build
+
+    argv = env.argv("resstart", "SOLVER.EPOCHS", "1")
+    assert call("train", argv)[0] == 0
+    resume = ["--resume"] + argv[:-2] + ["SOLVER.EPOCHS", "2"]
+    with pytest.MonkeyPatch.context() as mp:
+        def interrupted(*a, **k):
+            os.kill(os.getpid(), signal.SIGTERM)
+            raise AssertionError("SIGTERM was not turned into a clean stop")
+
+        mp.setattr(build, "build_run", interrupted)
+        code, _, err = call("train", resume)
+    line = check_one_line(code, err, r"interrupted during start-up.*continue with: .*--resume", 130)
+    assert "--overwrite" not in line
+    code, _, err = call("train", follow(line))
+    assert code == 0, err
+    assert [r["epoch"] for r in metrics(env.tmp, "resstart")] == [1, 2]
+
+
+def fault_teacher_replaced(env):
+    """#21 item 6: the teacher file replaced at the same path: --resume is refused in one
+    line; --new-teacher accepts it and config_history.jsonl records both SHA-256."""
+    teacher = env.tmp / "inputs" / "swapped_teacher.pth"
+    teacher.parent.mkdir(exist_ok=True)
+    make_teacher(teacher, seed=0)
+    argv = tiny_argv(env.tmp, "teach", *FAST, "DISTILLER.TYPE", "KD", "SOLVER.EPOCHS", "1", teacher=teacher)
+    assert call("train", argv)[0] == 0
+    d = run_dir(env.tmp, "teach")
+    recorded = json.load(open(os.path.join(d, "teacher.json")))
+    make_teacher(teacher, seed=1)  # another teacher, same path
+    before = snapshot(d)
+    resume = ["--resume"] + argv + ["SOLVER.EPOCHS", "2"]
+    code, _, err = call("train", resume)
+    check_one_line(code, err, r"teacher checkpoint .*swapped_teacher.pth' is not the file this run started with "
+                              r".*--new-teacher")
+    assert {k: v for k, v in snapshot(d).items() if not k.endswith(runfolder.LOCK)} == \
+        {k: v for k, v in before.items() if not k.endswith(runfolder.LOCK)}
+    code, out, err = call("train", ["--new-teacher"] + resume)
+    assert code == 0, err
+    assert "teacher_sha256" in out
+    history = [json.loads(line) for line in open(os.path.join(d, "config_history.jsonl"))]
+    from mdistiller.engine.checkpoint import file_sha256
+
+    assert history == [{"from_epoch": 2, "changed": {"SOLVER.EPOCHS": [1, 2],
+                                                     "teacher_sha256": [recorded["sha256"], file_sha256(teacher)]}}]
+    assert [r["epoch"] for r in metrics(env.tmp, "teach")] == [1, 2]
+
+
+def fault_workers_die_with_parent(env):
+    """#21 item 2: the run's loader workers die when the training process is SIGKILLed."""
+    import subprocess
+    import time
+
+    from tests.conftest import REPO_ROOT
+
+    script = (
+        "import sys, time\n"
+        "from mdistiller.engine.cfg import load_cfg\n"
+        "from mdistiller.dataset import get_dataset\n"
+        "from mdistiller.dataset.loader import build_loaders\n"
+        "cfg = load_cfg(None, ['DATASET.TYPE', 'synthetic', 'DATASET.NUM_WORKERS', '1', 'SOLVER.BATCH_SIZE', '8'])\n"
+        "train, _ = build_loaders(cfg, get_dataset(cfg))\n"
+        "it = iter(train)\n"
+        "next(it)\n"
+        "print(' '.join(str(w.pid) for w in it._workers), flush=True)\n"
+        "time.sleep(120)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=REPO_ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    try:
+        pids = [int(p) for p in proc.stdout.readline().split()]
+        assert pids, proc.stderr.read()
+    finally:
+        proc.kill()
+        proc.wait()
+
+    def alive(pid):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().split(")")[-1].split()[0] not in ("Z", "X")
+        except OSError:
+            return False
+
+    # at once: torch's own watchdog would notice only after its 5 s poll, and a busy worker never
+    t0 = time.time()
+    while any(alive(p) for p in pids) and time.time() - t0 < 3:
+        time.sleep(0.05)
+    assert not any(alive(p) for p in pids), f"loader workers {pids} outlived their parent"
+
+
+def fault_summarize_infinity(env):
+    """#21 item 11: a run whose metrics.jsonl holds Infinity: the table of the good runs."""
+    project = env.tmp / "sinf"
+    for name, acc in [("good", 42.0), ("inf", float("inf"))]:
+        (project / name).mkdir(parents=True)
+        (project / name / "config.yaml").write_text("SOLVER:\n  EPOCHS: 1\n")
+        (project / name / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "test_acc": acc}) + "\n")
+    code, out, err = call("summarize", [str(project)])
+    assert code == 0, err
+    assert "42.00" in out and "Traceback" not in err
+
+
+def fault_file_modes_follow_umask(env):
+    """#21 item 13: checkpoints, config.yaml and metrics.jsonl get the umask's mode (not
+    mkstemp's 0600); a missing provenance.json is recreated on resume."""
+    old = os.umask(0o022)
+    try:
+        argv = env.argv("modes", "SOLVER.EPOCHS", "1")
+        assert call("train", argv)[0] == 0
+        d = run_dir(env.tmp, "modes")
+        for f in ("latest", "student_best", "config.yaml", "metrics.jsonl"):
+            assert os.stat(os.path.join(d, f)).st_mode & 0o777 == 0o644, f
+        os.unlink(os.path.join(d, "provenance.json"))
+        assert call("train", ["--resume"] + argv[:-2] + ["SOLVER.EPOCHS", "2"])[0] == 0
+        assert os.path.isfile(os.path.join(d, "provenance.json"))
+    finally:
+        os.umask(old)
+
+
 FAULTS = [fault_nan_before_first_checkpoint, fault_nan_then_lower_lr, fault_second_signal,
           fault_signal_during_startup, fault_disk_full_first_commit, fault_disk_full_inside_torch_save,
           fault_stale_lock, fault_stale_interrupted, fault_corrupt_interrupted, fault_overwrite_a_damaged_run,
           fault_leftover_tmp, fault_torn_metrics, fault_resume_flag_after_pairs, fault_resume_unmarked_run_folder,
-          fault_summarize_damaged_runs]
+          fault_summarize_damaged_runs, fault_missing_latest, fault_corrupt_latest, fault_lock_file_deleted,
+          fault_signal_during_resume_startup, fault_teacher_replaced, fault_workers_die_with_parent,
+          fault_summarize_infinity, fault_file_modes_follow_umask]
 
 
 def fault_real_sigkill_and_lock(env):
