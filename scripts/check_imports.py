@@ -32,6 +32,7 @@ LAYERS = [
     ("mdistiller.distillers",),
     ("mdistiller.config.load", "mdistiller.config.plugins"),
     ("mdistiller.runs",),
+    ("mdistiller.export",),  # shipping a student: reads run folders, never runs the loop
     ("mdistiller.engine",),
     ("mdistiller.cli",),
 ]
