@@ -183,11 +183,9 @@ class Distiller(nn.Module):
             module.train(mode and name != "teacher")
         return self
 
-    def get_learnable_parameters(self, named=False):
-        """Parameters the optimizer updates: the student's plus the method's own modules
-        (``(name, parameter)`` pairs with ``named``)."""
-        return [(n, p) if named else p for n, p in self.named_parameters()
-                if not n.startswith("teacher.") and p.requires_grad]
+    def get_learnable_parameters(self):
+        """Parameters the optimizer updates: the student's plus the method's own modules."""
+        return [p for n, p in self.named_parameters() if not n.startswith("teacher.") and p.requires_grad]
 
     def get_extra_parameters(self):
         """Number of trainable parameters outside the student (connectors, embeddings)."""

@@ -80,8 +80,10 @@ class Trainer:
         if cfg.SOLVER.RETAIN_HOST_MEMORY and self.device.type == "cpu":
             retain_host_memory()
         self.model = wrap_ddp(distiller, ctx, ignore="teacher.") if ctx.distributed else distiller
-        self.optimizer = build_optimizer(cfg, distiller.get_learnable_parameters(named=True), self.device,
-                                         module=distiller)
+        names = {id(p): n for n, p in distiller.named_parameters()}  # for SOLVER.WEIGHT_DECAY_NORM_BIAS's groups
+        self.optimizer = build_optimizer(cfg, [(names.get(id(p), str(i)), p) for i, p in
+                                               enumerate(distiller.get_learnable_parameters())],
+                                         self.device, module=distiller)
         self.clip_params = [p for g in self.optimizer.param_groups for p in g["params"]]
         # what the step back-propagates: the sum of the terms, or the optimizer's (DOT splits them)
         self.loss_for_backward = getattr(self.optimizer, "loss_for_backward", sum_losses)
