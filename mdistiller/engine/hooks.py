@@ -504,8 +504,9 @@ class MetricsLog(HookBase):
             self.run_logger.epoch(epoch, metrics["lr"], metrics, t.global_step)
         if t.ctx.is_main and t.run_dir:
             held = f"val_acc {metrics['val_acc']:.2f} " if "val_acc" in metrics else ""
+            ema = f"ema_acc {metrics['ema_acc']:.2f} " if "ema_acc" in metrics else ""
             logger.info(f"epoch {epoch}: train_acc {metrics['train_acc']:.2f} train_loss {metrics['train_loss']:.4f} "
-                        f"{held}test_acc {metrics['test_acc']:.2f} test_acc_top5 {metrics['test_acc_top5']:.2f} "
+                        f"{held}test_acc {metrics['test_acc']:.2f} test_acc_top5 {metrics['test_acc_top5']:.2f} {ema}"
                         f"best {t.best_acc:.2f} (epoch {t.best_epoch}, {describe(t.selected_on)})")
 
     def after_train(self):

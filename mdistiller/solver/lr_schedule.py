@@ -57,8 +57,8 @@ def linear_schedule(cfg, s, W, S, steps_per_epoch):
 
 
 def warmup_steps(cfg, steps_per_epoch):
-    """``W``: SOLVER.WARMUP_EPOCHS (may be fractional) in steps."""
-    return int(round(cfg.SOLVER.WARMUP_EPOCHS * steps_per_epoch))
+    """``W``: SOLVER.WARMUP_EPOCHS (may be fractional) in steps, rounded half up."""
+    return int(math.floor(cfg.SOLVER.WARMUP_EPOCHS * steps_per_epoch + 0.5))
 
 
 def lr_at_step(cfg, s, steps_per_epoch):

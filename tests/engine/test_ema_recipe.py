@@ -160,3 +160,22 @@ def test_eval_checkpoint_ema_of_a_run_without_ema_is_one_line(tmp_path, teacher_
     assert eval_cli.main(["-c", run_dir(tmp_path, "plain"), "--checkpoint", "ema", "--device", "cpu"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "SOLVER.EMA" in err and "\n" not in err
+
+
+def test_a_checkpoint_without_the_new_keys_resumes(tmp_path, teacher_ckpt):
+    """A run saved before these keys existed (its config lacks them) resumes with their
+    defaults; a new value for one of them is still refused."""
+    from mdistiller.runs.checkpoint import save_checkpoint
+
+    argv = tiny_argv(tmp_path, "old", "DISTILLER.TYPE", "KD", teacher=teacher_ckpt)
+    assert train_main(argv) == 0
+    latest = os.path.join(run_dir(tmp_path, "old"), "latest")
+    state = load_checkpoint(latest)
+    for key in ("BETAS", "EPS", "SCHEDULER", "WARMUP_EPOCHS", "WARMUP_LR", "MIN_LR", "LABEL_SMOOTHING",
+                "WEIGHT_DECAY_NORM_BIAS", "CLIP_GRAD", "EMA", "EMA_SELECT"):
+        del state["config"]["SOLVER"][key]
+    del state["config"]["DISTILLER"]["TEACHER_WEIGHTS"]
+    save_checkpoint(state, latest)
+    assert train_main(["--resume"] + argv + ["SOLVER.EMA", "0.9", "SOLVER.EPOCHS", "2"]) == 2
+    assert train_main(["--resume"] + argv + ["SOLVER.EPOCHS", "2"]) == 0
+    assert [r["epoch"] for r in metrics(tmp_path, "old")] == [1, 2]

@@ -36,7 +36,7 @@ def cfg_for(name, warmup, epochs=4):
 def test_every_step_matches_the_closed_form(name, warmup):
     per_epoch, epochs = 5, 4
     cfg = cfg_for(name, warmup, epochs)
-    W, S = int(round(warmup * per_epoch)), epochs * per_epoch
+    W, S = int(math.floor(warmup * per_epoch + 0.5)), epochs * per_epoch
     for s in range(S):
         assert lr_at_step(cfg, s, per_epoch) == pytest.approx(closed_form(name, s, W, S, per_epoch), rel=1e-12), s
     if name in ("cosine", "linear"):
