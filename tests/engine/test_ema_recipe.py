@@ -14,7 +14,7 @@ from mdistiller.config.load import load_cfg
 from mdistiller.engine.hooks import EMA
 from mdistiller.runs.checkpoint import load_checkpoint
 
-from tests.engine.helpers import make_teacher, metrics, run_dir, tiny_argv, train_main
+from tests.engine.helpers import make_teacher, metrics, run_dir, stop_after_steps, tiny_argv, train_main
 
 
 @pytest.fixture(scope="module")
@@ -100,17 +100,7 @@ def test_recipe_killed_mid_epoch_and_resumed_is_bit_for_bit_the_straight_run(tmp
     from mdistiller.engine import trainer as trainer_mod
 
     assert train_main(tiny_argv(tmp_path, "straight", *RECIPE, teacher=teacher_ckpt)) == 0
-    real_step = trainer_mod.Trainer.train_step
-    calls = {"n": 0}
-
-    def step(self, batch, epoch):
-        out = real_step(self, batch, epoch)
-        calls["n"] += 1
-        if calls["n"] == 5:  # epoch 2, step 2 of 3
-            self._stop = True
-        return out
-
-    monkeypatch.setattr(trainer_mod.Trainer, "train_step", step)
+    real_step = stop_after_steps(monkeypatch, 5)  # epoch 2, step 2 of 3
     assert train_main(tiny_argv(tmp_path, "cut", *RECIPE, teacher=teacher_ckpt)) == 130
     d = run_dir(tmp_path, "cut")
     assert load_checkpoint(os.path.join(d, "interrupted"))["interrupted"]["step"] == 2
