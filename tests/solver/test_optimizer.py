@@ -113,3 +113,20 @@ def test_bad_solver_keys_are_one_line_errors(opts, message):
     with pytest.raises(ConfigError, match=message) as e:
         load_cfg(None, opts)
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("name", ["SGD", "AdamW", "Adam"])
+def test_fused_types_skip_a_step_on_the_device_flag(name):
+    """The trainer's non-finite guard: ``found_inf`` > 0 leaves the weights and the step count
+    as they were (no host synchronisation), 0 updates."""
+    model = Tiny()
+    opt = build_optimizer(load_cfg(None, ["SOLVER.TYPE", name]), list(model.named_parameters()), CPU)
+    before = [p.detach().clone() for p in model.parameters()]
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    opt.found_inf = torch.tensor(1.0)
+    opt.step()
+    assert all(torch.equal(a, p) for a, p in zip(before, model.parameters()))
+    opt.found_inf = torch.tensor(0.0)
+    opt.step()
+    assert not torch.equal(before[0], model.conv.weight)
