@@ -44,10 +44,11 @@ def improves(value, best, on):
     return value > best if on == HOLDOUT else value >= best
 
 
-def select_epoch(records, on):
+def select_epoch(records, on, ema=False):
     """The record (a ``metrics.jsonl`` row) ``on`` selects among ``records`` (in epoch
-    order), or None if none has a number for the selection key."""
-    key, best = selection_key(on == HOLDOUT), None
+    order; of the student's EMA with ``ema``), or None if none has a number for the
+    selection key."""
+    key, best = selection_key(on == HOLDOUT, ema), None
     for r in records:
         v = r.get(key)
         if not isinstance(v, (int, float)) or isinstance(v, bool) or math.isnan(v):

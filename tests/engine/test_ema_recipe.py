@@ -139,6 +139,9 @@ def test_ema_select_picks_the_epoch_on_the_emas_holdout_accuracy(tmp_path, teach
     assert recs[-1]["selected_epoch"] == best["epoch"] and recs[-1]["best_acc"] == best["ema_acc"]
     sb = load_checkpoint(os.path.join(run_dir(tmp_path, "sel"), "student_best"))
     assert sb["weights"] == "ema" and sb["epoch"] == best["epoch"]
+    from mdistiller.cli.summarize import load_run
+
+    assert load_run(run_dir(tmp_path, "sel")).stat("selected_top1") == best["ema_acc"]  # summarize agrees
 
 
 def test_eval_checkpoint_ema_of_a_run_without_ema_is_one_line(tmp_path, teacher_ckpt, capsys):
