@@ -2,7 +2,8 @@
 
 ``-c`` takes a checkpoint file (a ``{"model": state_dict}`` file, one of our run files, or
 an mdistiller distiller checkpoint), ``pretrain`` (mdistiller's teacher location), or a run
-folder, whose ``student_best`` is evaluated with the model and dataset of its config.yaml.
+folder, whose ``student_best`` (``--checkpoint last``: ``student_latest``, ``ema``:
+``student_ema``, the EMA of the student) is evaluated with the model and dataset of its config.yaml.
 The line it prints names the checkpoint file and, for a run's files, the epoch and how it
 was selected (on the holdout with ``DATASET.HOLDOUT``, else on the test set: optimistic).
 An exported student (``student.onnx``, ``.torchscript``, ``.pt2`` from tools/export.py) is
@@ -24,7 +25,7 @@ from ..engine.build import teacher_checkpoint_path
 from ..engine.selection import TEST, describe
 from ..engine.trainer import evaluate
 from ..export.formats import format_of, load_exported
-from ..export.run_export import in_batches
+from ..export.run_export import CHECKPOINTS, in_batches
 from ..models import build_model
 from ..runs.checkpoint import load_checkpoint, load_model_weights
 from ..utils.dist import DistContext, resolve_device
@@ -38,6 +39,9 @@ def parse_args(argv):
     p.add_argument("-c", "--ckpt", type=str, default="pretrain", help="checkpoint file, run folder, or 'pretrain'")
     p.add_argument("-d", "--dataset", type=str, default="", help="dataset registry name (default cifar100)")
     p.add_argument("-bs", "--batch-size", type=number(int, low=1), default=64, help="evaluation batch size")
+    p.add_argument("--checkpoint", choices=sorted(CHECKPOINTS), default="best",
+                   help="with a run folder: best = student_best (default), last = student_latest, ema = student_ema "
+                        "(the EMA of the student, SOLVER.EMA)")
     p.add_argument("--cfg", type=str, default="", help="config file for dataset settings (ROOT, SUBSET, ...)")
     p.add_argument("--device", type=str, default="auto", help="auto, cpu or cuda")
     p.add_argument("--workers", type=number(int, low=0, what="0 = load in the main process"), default=2,
@@ -55,9 +59,13 @@ def resolve(args):
                               f"or 'pretrain'")
     if os.path.isdir(ckpt):
         run_cfg = os.path.join(ckpt, "config.yaml")
-        best = os.path.join(ckpt, "student_best")
+        choice = getattr(args, "checkpoint", "best")
+        best = os.path.join(ckpt, CHECKPOINTS[choice])
         if not os.path.isfile(best):
-            raise CheckpointError(f"run folder '{ckpt}' has no student_best checkpoint; has the run finished an epoch?")
+            why = ("the run kept no EMA of its student: train with SOLVER.EMA (e.g. 0.9999)" if choice == "ema"
+                   else "has the run finished an epoch?")
+            raise CheckpointError(f"run folder '{ckpt}' has no {CHECKPOINTS[choice]} checkpoint ({why}); pick another "
+                                  f"--checkpoint ({', '.join(c for c in CHECKPOINTS if c != choice)})")
         if not cfg_path and not os.path.isfile(run_cfg) and not args.dataset:
             raise ConfigError(f"run folder '{ckpt}' has no config.yaml, so its dataset and model are unknown; pass "
                               f"--cfg with the run's config, or -d DATASET (and -m MODEL)")
@@ -77,12 +85,15 @@ def selection_of(path):
     ``best``/``student_best``, ``"epoch E, the last finished epoch"`` for ``latest`` files,
     ``"epoch E"`` for ``epoch_N``/``student_N``; "" for other files."""
     name = os.path.basename(path)
-    if not re.fullmatch(r"(student_)?(best|latest|\d+)|epoch_\d+", name):
+    if not re.fullmatch(r"(student_)?(best|latest|ema|\d+)|epoch_\d+", name):
         return ""
     obj = load_checkpoint(path)
     epoch = obj.get("epoch") if isinstance(obj, dict) else None
     if not isinstance(epoch, int):
         return ""
+    if name == "student_ema" or obj.get("weights") == "ema":
+        how = f", {describe(obj.get('selected_on', TEST))}" if name.endswith("best") else ""
+        return f"epoch {epoch}, the EMA of the student (decay {obj.get('ema_decay')}){how}"
     if name.endswith("best"):  # files written before holdouts existed were selected on the test set
         return f"epoch {epoch}, {describe(obj.get('selected_on', TEST))}"
     return f"epoch {epoch}, the last finished epoch" if name.endswith("latest") else f"epoch {epoch}"

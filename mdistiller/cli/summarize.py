@@ -121,8 +121,9 @@ class Run:
         which, k = name.split("_")
         key = "test_acc" if k == "top1" else "test_acc_top5"
         if which == "selected":
-            record = select_epoch(self.records, HOLDOUT) if self.has_holdout else None
-            value = record.get(key) if record else None
+            ema = bool(self.config.get("SOLVER.EMA_SELECT", False))  # the run selected (and reports) its EMA
+            record = select_epoch(self.records, HOLDOUT, ema=ema) if self.has_holdout else None
+            value = record.get("ema_acc" if ema and k == "top1" else key) if record else None
             return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
         values = list(self.curve(key).values())
         if not values:

@@ -52,9 +52,10 @@ CFG.DATASET.TEST.BATCH_SIZE = 64  # validation batch size (global)
 # ---------------------------------------------------------------------------------------
 CFG.DISTILLER = CN()
 CFG.DISTILLER.TYPE = "NONE"  # distiller registry name (see mdistiller.distillers); NONE = the student alone
-CFG.DISTILLER.TEACHER = "ResNet50"  # teacher model registry name, or timm:<name> / torchvision:<name>
+CFG.DISTILLER.TEACHER = "ResNet50"  # teacher model registry name, or timm:<name> / torchvision:<name>; a list = an ensemble
 CFG.DISTILLER.STUDENT = "resnet32"  # student model registry name, or timm:<name> / torchvision:<name>
-CFG.DISTILLER.TEACHER_CKPT = ""  # teacher checkpoint; empty = mdistiller's download_ckpts location
+CFG.DISTILLER.TEACHER_CKPT = ""  # teacher checkpoint; empty = mdistiller's download_ckpts location; a list: one per teacher
+CFG.DISTILLER.TEACHER_WEIGHTS = []  # several teachers: weights of their logits in the mean (normalised to sum 1); [] = equal
 CFG.DISTILLER.TEACHER_PRETRAINED = False  # timm:/torchvision: teachers: the library's pretrained weights, no TEACHER_CKPT
 CFG.DISTILLER.TEACHER_INPUT_SIZE = 0  # resize the teacher's views to this side on the device; 0 = the dataset's size
 CFG.DISTILLER.EXTRA = []  # further distillers (registry names) whose losses are added
@@ -75,7 +76,18 @@ CFG.SOLVER.LR_DECAY_STAGES = [150, 180, 210]  # epochs after which the lr is mul
 CFG.SOLVER.LR_DECAY_RATE = 0.1  # step-schedule factor
 CFG.SOLVER.WEIGHT_DECAY = 0.0001  # SGD weight decay
 CFG.SOLVER.MOMENTUM = 0.9  # SGD momentum
-CFG.SOLVER.TYPE = "SGD"  # optimizer (SGD only, as the reference)
+CFG.SOLVER.TYPE = "SGD"  # optimizer registry name: SGD (the reference's), AdamW, Adam, RMSprop (mdistiller.solver.optimizer)
+CFG.SOLVER.BETAS = [0.9, 0.999]  # Adam/AdamW betas (torch's defaults)
+CFG.SOLVER.EPS = 1e-8  # Adam/AdamW/RMSprop eps (torch's default)
+CFG.SOLVER.WEIGHT_DECAY_NORM_BIAS = True  # False: no weight decay on 1-D parameters (norms, biases) and timm's no_weight_decay()
+CFG.SOLVER.SCHEDULER = "step"  # lr schedule: step (LR_DECAY_STAGES, per epoch; multistep = step), cosine, linear (per step)
+CFG.SOLVER.WARMUP_EPOCHS = 0.0  # per-step linear warmup from WARMUP_LR to LR over this many epochs (any scheduler)
+CFG.SOLVER.WARMUP_LR = 0.0  # learning rate of the warmup's first step
+CFG.SOLVER.MIN_LR = 0.0  # where cosine and linear end
+CFG.SOLVER.LABEL_SMOOTHING = 0.0  # label smoothing of every method's cross-entropy term (0 = off, the reference)
+CFG.SOLVER.CLIP_GRAD = 0.0  # clip the gradients' global norm to this value (0 = off)
+CFG.SOLVER.EMA = 0.0  # decay of an exponential moving average of the student, saved as student_ema (0 = off)
+CFG.SOLVER.EMA_SELECT = False  # select the reported epoch on the EMA's accuracy (ema_val_acc with a holdout)
 CFG.SOLVER.DEVICE = "auto"  # auto (CUDA when present), cpu or cuda
 CFG.SOLVER.AMP = "none"  # mixed precision: none, bf16 (CPU/CUDA) or fp16 (CUDA, with a scaler)
 CFG.SOLVER.CHANNELS_LAST = False  # channels_last memory format for models and inputs

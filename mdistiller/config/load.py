@@ -29,8 +29,11 @@ from ..distillers import DISTILLERS, check_methods
 from ..utils.checks import get_key
 from ..utils.checks import is_number as _is_number
 from ..utils.errors import ConfigError, ConfigWarning
+from ..distillers.ensemble import check_teachers
 from ..utils.threads import usable_cpus
 from ..solver import dot
+from ..solver.lr_schedule import check_schedule
+from ..solver.optimizer import check_optimizer
 from . import plugins
 from .defaults import CFG
 
@@ -42,7 +45,10 @@ BASE_KEY = "_BASE_"
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 # list keys whose default is empty: the element type they take
-ELEMENT_TYPES = {"DISTILLER.EXTRA": ["str"], "EXPERIMENT.PLUGINS": ["str"], "EXPERIMENT.HOOKS": ["str"]}
+ELEMENT_TYPES = {"DISTILLER.EXTRA": ["str"], "EXPERIMENT.PLUGINS": ["str"], "EXPERIMENT.HOOKS": ["str"],
+                 "DISTILLER.TEACHER_WEIGHTS": [0.0]}
+# str keys that also take a list of str (several teachers)
+STR_OR_LIST_KEYS = ("DISTILLER.TEACHER", "DISTILLER.TEACHER_CKPT")
 
 
 # ---------------------------------------------------------------------------------------
@@ -245,9 +251,15 @@ def _merge(cfg, data, prefix="", explicit=None, root=None):
         else:
             if isinstance(v, dict):
                 raise ConfigError(f"config key '{full}' takes a {_type_name(cur)}, not a section")
-            if isinstance(v, CliText):
-                v = _parse_override_value(v, cur)
-            cfg[k] = coerce_value(full, ELEMENT_TYPES.get(full, cur), v)
+            if full in STR_OR_LIST_KEYS:
+                if isinstance(v, CliText):
+                    v = _parse_override_value(v, [])
+                    v = v if isinstance(v, list) else str(v)
+                cfg[k] = coerce_value(full, ["str"] if isinstance(v, (list, tuple)) else "", v)
+            else:
+                if isinstance(v, CliText):
+                    v = _parse_override_value(v, cur)
+                cfg[k] = coerce_value(full, ELEMENT_TYPES.get(full, cur), v)
             if explicit is not None:
                 explicit.add(full)
 
@@ -393,9 +405,9 @@ def apply_ls_flags(cfg, logit_stand=False, base_temp=None, kd_weight=None):
 # ---------------------------------------------------------------------------------------
 # Checks
 # ---------------------------------------------------------------------------------------
-# what SOLVER.TYPE / SOLVER.TRAINER may say: what the framework implements, and the values
-# the reference files carry that mean nothing here (the views follow the distiller), and DOT's
-SOLVER_TYPES = ("SGD",)
+# what SOLVER.TRAINER may say: what the framework implements, and the values the reference
+# files carry that mean nothing here (the views follow the distiller), and DOT's
+# (SOLVER.TYPE: the optimizer registry, mdistiller.solver.optimizer.OPTIMIZERS)
 SOLVER_TRAINERS = ("base", "ours", "crd", "aug") + dot.DOT_TRAINERS
 
 
@@ -432,9 +444,16 @@ def validate_framework_keys(cfg):
         raise ConfigError(f"SOLVER.LR_DECAY_RATE must be a positive factor (e.g. 0.1), got {s.LR_DECAY_RATE}")
     if any(e < 0 for e in s.LR_DECAY_STAGES):
         raise ConfigError(f"SOLVER.LR_DECAY_STAGES must be epochs >= 0, got {list(s.LR_DECAY_STAGES)}")
-    if s.TYPE not in SOLVER_TYPES:
-        raise ConfigError(f"SOLVER.TYPE '{s.TYPE}' is not implemented (only {', '.join(SOLVER_TYPES)}, the "
-                          f"reference's optimizer); set SOLVER.TYPE SGD")
+    check_optimizer(cfg)
+    check_schedule(cfg)
+    if not 0 <= s.LABEL_SMOOTHING < 1:
+        raise ConfigError(f"SOLVER.LABEL_SMOOTHING must be in [0, 1) (0 = off, e.g. 0.1), got {s.LABEL_SMOOTHING}")
+    at_least("SOLVER.CLIP_GRAD", 0, "a maximum gradient norm >= 0 (0 = off, e.g. 1.0)")
+    if not 0 <= s.EMA < 1:
+        raise ConfigError(f"SOLVER.EMA must be a decay in [0, 1) (0 = off, e.g. 0.9999), got {s.EMA}")
+    if s.EMA_SELECT and not s.EMA > 0:
+        raise ConfigError("SOLVER.EMA_SELECT True selects on the EMA's accuracy but SOLVER.EMA is 0 (off); "
+                          "set SOLVER.EMA (e.g. 0.9999) or SOLVER.EMA_SELECT False")
     if s.TRAINER not in SOLVER_TRAINERS:
         raise ConfigError(f"SOLVER.TRAINER '{s.TRAINER}' is not implemented here (the one trainer serves "
                           f"{', '.join(SOLVER_TRAINERS)}); set SOLVER.TRAINER base")
@@ -485,6 +504,7 @@ def validate_cfg(cfg):
 
     dot.check_config(cfg)  # SOLVER.TRAINER dot: what DOT supports
     check_methods(cfg)  # each registered method checks its own node
+    check_teachers(cfg)  # several teachers: lists of equal length, logit methods only
 
 
 # ---------------------------------------------------------------------------------------

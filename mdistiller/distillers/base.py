@@ -44,6 +44,7 @@ from typing import Optional, Sequence
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch.fx.experimental.optimization import fuse as fold_batch_norms
 
 
@@ -63,6 +64,19 @@ class TrainingSet:
 
     num_train: int
     train_targets: Optional[Sequence[int]] = None
+
+
+def fold_teacher(teacher):
+    """An inference copy of ``teacher`` with each BatchNorm folded into the convolution
+    feeding it (``torch.fx``; a model that does not trace keeps its BNs; a module with a
+    ``folded()`` method, such as a teacher ensemble, folds itself)."""
+    own = getattr(teacher, "folded", None)
+    if callable(own):
+        return own()
+    try:
+        return fold_batch_norms(teacher)
+    except Exception:  # control flow fx cannot trace: keep the BNs
+        return copy.deepcopy(teacher)
 
 
 def tree_map(fn, tree):
@@ -96,6 +110,8 @@ class Distiller(nn.Module):
     compile_teacher = False
     #: its ``torch.compile`` mode (None: the default; SOLVER.COMPILE_MODE sets it)
     compile_mode = None
+    #: label smoothing of the cross-entropy term (:meth:`ce`; SOLVER.LABEL_SMOOTHING sets it)
+    label_smoothing = 0.0
 
     def __init__(self, student, teacher=None):
         super().__init__()
@@ -129,8 +145,16 @@ class Distiller(nn.Module):
         """The method on ``student`` and ``teacher``, given what it declares in :attr:`needs`
         (``train_set``: a :class:`TrainingSet` or a dataset spec)."""
         if Need.TRAIN_SET in cls.needs and train_set is not None:
-            return cls(student, teacher, cfg, num_data=train_set.num_train, train_targets=train_set.train_targets)
-        return cls(student, teacher, cfg)
+            distiller = cls(student, teacher, cfg, num_data=train_set.num_train, train_targets=train_set.train_targets)
+        else:
+            distiller = cls(student, teacher, cfg)
+        distiller.label_smoothing = float(cfg.SOLVER.LABEL_SMOOTHING) if cfg is not None else 0.0
+        return distiller
+
+    def ce(self, logits, target):
+        """The cross-entropy term of every method, with ``SOLVER.LABEL_SMOOTHING`` (0: the
+        reference's plain cross-entropy)."""
+        return F.cross_entropy(logits, target, label_smoothing=self.label_smoothing)
 
     def check_epoch(self, epoch):
         """TypeError when the method declares ``Need.EPOCH`` and the step gave no epoch."""
@@ -209,10 +233,7 @@ class Distiller(nn.Module):
         key = (channels_last, self.compile_teacher, tuple((t.data_ptr(), t._version) for t in tensors))
         cache = self.__dict__.setdefault("_teacher_cache", {})
         if cache.get("key") != key:
-            try:
-                model = fold_batch_norms(self.teacher)
-            except Exception:  # control flow fx cannot trace: keep the BNs
-                model = copy.deepcopy(self.teacher)
+            model = fold_teacher(self.teacher)
             if channels_last:
                 model = model.to(memory_format=torch.channels_last)
             cache.update(key=key, model=torch.compile(model, mode=self.compile_mode) if self.compile_teacher else model)

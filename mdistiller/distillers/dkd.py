@@ -1,6 +1,5 @@
 """DKD: decoupled knowledge distillation (and DKD_aug, the same loss on two views)."""
 
-import torch.nn.functional as F
 
 from ..utils.checks import check_at_least, check_non_negative, check_positive
 from .base import Need
@@ -43,7 +42,7 @@ class DKD(LogitDistiller):
         (z_s,), (z_t,) = student, teacher
         ramp = min(epoch / self.warmup, 1.0) if self.warmup > 0 else 1.0
         return {
-            "loss_ce": self.ce_loss_weight * F.cross_entropy(z_s, target),
+            "loss_ce": self.ce_loss_weight * self.ce(z_s, target),
             "loss_kd": ramp * dkd_loss(self.stand(z_s), self.stand(z_t), target, self.alpha, self.beta,
                                        self.temperature),
         }

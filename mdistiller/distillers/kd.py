@@ -1,6 +1,5 @@
 """KD: Hinton et al.'s knowledge distillation (mdistiller's ``KD`` keys)."""
 
-import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
 from ..utils.checks import check_non_negative, check_positive
@@ -38,6 +37,6 @@ class KD(LogitDistiller):
     def losses(self, student, teacher, target, epoch):
         (z_s,), (z_t,) = student, teacher
         return {
-            "loss_ce": self.ce_loss_weight * F.cross_entropy(z_s, target),
+            "loss_ce": self.ce_loss_weight * self.ce(z_s, target),
             "loss_kd": self.kd_loss_weight * kd_loss(self.stand(z_s), self.stand(z_t), self.temperature),
         }

@@ -1,6 +1,5 @@
 """MLKD: multi-level logit distillation (registered as MLKD and as the MLKD repository's KD_ours)."""
 
-import torch.nn.functional as F
 
 from ..utils.checks import check_non_negative, check_temperatures
 from .logit import LogitDistiller, _temperatures
@@ -49,7 +48,7 @@ class MLKD(LogitDistiller):
                                   self.logit_stand)
         w = self.kd_loss_weight
         return {
-            "loss_ce": self.ce_loss_weight * (F.cross_entropy(s_weak, target) + F.cross_entropy(s_strong, target)),
+            "loss_ce": self.ce_loss_weight * (self.ce(s_weak, target) + self.ce(s_strong, target)),
             "loss_kd": w * instance,
             "loss_cc": w * cc,
             "loss_bc": w * bc,

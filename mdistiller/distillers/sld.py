@@ -2,7 +2,6 @@
 
 import warnings
 
-import torch.nn.functional as F
 
 from ..utils.checks import check_non_negative, check_temperatures
 from ..utils.errors import ConfigError, ConfigWarning
@@ -80,6 +79,6 @@ class SLD(LogitDistiller):
         kd = sum(sld_loss(self.stand(z_s), self.stand(z_t), target, self.temperatures, student_swap,
                           self.detach_pseudo_teacher) for z_s, z_t in zip(student, teacher))
         return {
-            "loss_ce": self.ce_loss_weight * sum(F.cross_entropy(z_s, target) for z_s in student),
+            "loss_ce": self.ce_loss_weight * sum(self.ce(z_s, target) for z_s in student),
             "loss_kd": self.kd_loss_weight * kd,
         }

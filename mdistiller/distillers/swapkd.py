@@ -4,7 +4,6 @@ The SLD code registers this loss under the name ``KD``; here ``KD`` stays mdisti
 Hinton KD, and the swap variant is its own method and node, so both baselines can run.
 """
 
-import torch.nn.functional as F
 
 from ..utils.checks import check_non_negative, check_positive
 from ..utils.errors import ConfigError
@@ -55,4 +54,4 @@ class SwapKD(LogitDistiller):
     def losses(self, student, teacher, target, epoch):
         (z_s,), (z_t,) = student, teacher
         kd = sld_loss(self.stand(z_s), self.stand(z_t), target, self.temperatures, epoch > self.gamma)
-        return {"loss_ce": self.ce_loss_weight * F.cross_entropy(z_s, target), "loss_kd": self.kd_loss_weight * kd}
+        return {"loss_ce": self.ce_loss_weight * self.ce(z_s, target), "loss_kd": self.kd_loss_weight * kd}

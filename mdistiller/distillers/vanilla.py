@@ -1,6 +1,5 @@
 """NONE: the student alone, trained with cross-entropy (the baseline every method is compared with)."""
 
-import torch.nn.functional as F
 
 from .logit import LogitDistiller
 from .registry import register_distiller
@@ -16,4 +15,4 @@ class Vanilla(LogitDistiller):
         super().__init__(student, None, cfg)
 
     def losses(self, student, teacher, target, epoch):
-        return {"loss_ce": F.cross_entropy(student[0], target)}
+        return {"loss_ce": self.ce(student[0], target)}

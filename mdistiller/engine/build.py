@@ -11,6 +11,7 @@ from ..dataset.augment import build_batch_transform
 from ..dataset.loader import build_eval_loader, build_loaders
 from ..distillers import build_distiller, views_for_cfg  # noqa: F401  (build_distiller: re-exported)
 from ..distillers.combine import method_classes, uses_teacher
+from ..distillers.ensemble import build_ensemble, teacher_ckpts, teacher_names
 from ..models import MODEL_FAMILIES, build_model, check_model_name, split_source
 from ..models.external import check_input_size, resize_inputs
 from ..runs.checkpoint import CKPT_FIX, load_model_weights, verify_recorded_sha256
@@ -18,11 +19,13 @@ from ..utils.errors import CheckpointError, ConfigError
 from ..utils.runtime import REPO_ROOT
 
 
-def teacher_checkpoint_path(cfg, family):
-    """DISTILLER.TEACHER_CKPT, else mdistiller's download_ckpts location for the model."""
-    path = cfg.DISTILLER.TEACHER_CKPT
-    if not path and family == "cifar" and split_source(cfg.DISTILLER.TEACHER)[0] is None:
-        entry = MODEL_FAMILIES["cifar"][cfg.DISTILLER.TEACHER]
+def teacher_checkpoint_path(cfg, family, name=None, path=None):
+    """DISTILLER.TEACHER_CKPT, else mdistiller's download_ckpts location for the model (of
+    teacher ``name`` with checkpoint ``path`` when given: one of several teachers)."""
+    name = cfg.DISTILLER.TEACHER if name is None else name
+    path = cfg.DISTILLER.TEACHER_CKPT if path is None else path
+    if not path and family == "cifar" and split_source(name)[0] is None:
+        entry = MODEL_FAMILIES["cifar"][name]
         path = entry[1] or ""
     if path and not os.path.isabs(path) and not os.path.exists(path):
         in_repo = os.path.join(REPO_ROOT, path)
@@ -33,21 +36,29 @@ def teacher_checkpoint_path(cfg, family):
 def build_teacher(cfg, family, num_classes, image_size=None):
     """The teacher with its weights (DISTILLER.TEACHER_CKPT, the download_ckpts location, or
     for timm:/torchvision: names DISTILLER.TEACHER_PRETRAINED), taking DISTILLER.TEACHER_INPUT_SIZE
-    inputs (resized on the device) or the dataset's ``image_size``."""
+    inputs (resized on the device) or the dataset's ``image_size``. Several teachers (lists):
+    a :class:`~mdistiller.distillers.ensemble.TeacherEnsemble` of them."""
+    teachers = [build_one_teacher(cfg, family, num_classes, image_size, name, ckpt)
+                for name, ckpt in zip(teacher_names(cfg), teacher_ckpts(cfg))]
+    return build_ensemble(teachers, cfg)
+
+
+def build_one_teacher(cfg, family, num_classes, image_size, name, ckpt):
+    """Teacher ``name`` with the weights of ``ckpt`` (see :func:`build_teacher`)."""
     d = cfg.DISTILLER
-    name, size = d.TEACHER, d.TEACHER_INPUT_SIZE or image_size
+    size = d.TEACHER_INPUT_SIZE or image_size
     external = split_source(name)[0] is not None
     if d.TEACHER_INPUT_SIZE < 0:
         raise ConfigError(f"DISTILLER.TEACHER_INPUT_SIZE must be a positive side in pixels (0 = the dataset's), "
                           f"got {d.TEACHER_INPUT_SIZE}")
-    if d.TEACHER_PRETRAINED and (not external or d.TEACHER_CKPT):
+    if d.TEACHER_PRETRAINED and (not external or ckpt):
         raise ConfigError(f"DISTILLER.TEACHER_PRETRAINED is for timm:/torchvision: teachers without "
                           f"DISTILLER.TEACHER_CKPT; for {name} set one of the two")
     if d.TEACHER_PRETRAINED:
         teacher = build_model(name, family, num_classes, size, pretrained=True)
     else:
         teacher = build_model(name, family, num_classes, size)
-        path = teacher_checkpoint_path(cfg, family)
+        path = teacher_checkpoint_path(cfg, family, name, ckpt)
         if not path:
             how = ("a timm/torchvision/mdistiller state dict, or DISTILLER.TEACHER_PRETRAINED True for the "
                    "library's weights") if external else \

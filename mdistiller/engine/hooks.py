@@ -11,6 +11,9 @@ hooks' ``priority`` (lower first; equal priorities in the order they were added)
     once, before the first epoch of this process.
 ``before_train_epoch()``
     before the epoch's first step (``trainer.epoch_state`` is set).
+``before_train_iter()``
+    before each optimisation step (``trainer.epoch_state.step`` steps of the epoch are done;
+    the learning rate is set here, :class:`LRSchedule`); never read device values here.
 ``after_train_iter()``
     after each optimisation step; ``trainer.epoch_state.read`` is True every
     ``LOG.READ_FREQ`` steps and at the epoch's last step: the only steps where a hook may
@@ -24,6 +27,9 @@ hooks' ``priority`` (lower first; equal priorities in the order they were added)
     priority :data:`COMMIT`) only after every other hook ran this.
 ``after_train()``
     when the last epoch ended normally (not after a stop).
+``side_files(metrics)``
+    ``{file name: object}`` the epoch's commit writes with ``latest`` (rank 0, all or none;
+    e.g. :class:`EMA`'s ``student_ema``).
 ``state_dict()`` / ``load_state_dict(state)``
     what the hook keeps across ``--resume``: saved in every checkpoint under
     ``hooks[<name>]`` and given back before ``before_train`` of a resumed run.
@@ -50,6 +56,7 @@ scalars, worklog.txt and the epoch line, rank 0) and :class:`SignalStop` (SIGINT
 save an ``interrupted`` checkpoint after the current step).
 """
 
+import copy
 import logging
 import os
 import signal
@@ -62,7 +69,7 @@ import torch
 
 from ..runs.checkpoint import save_checkpoint
 from ..runs.folder import EpochCommit
-from ..solver.lr_schedule import lr_at
+from ..solver.lr_schedule import lr_at, lr_at_step  # noqa: F401 (lr_at: re-exported)
 from ..utils.errors import ConfigError, NonFiniteLossError
 from ..utils.registry import Registry
 from ..utils.runtime import rng_state
@@ -140,6 +147,9 @@ class HookBase:
     def before_train_epoch(self):
         pass
 
+    def before_train_iter(self):
+        pass
+
     def after_train_iter(self):
         pass
 
@@ -151,6 +161,10 @@ class HookBase:
 
     def after_train(self):
         pass
+
+    def side_files(self, metrics):
+        """``{file name: object}`` saved with this epoch's commit (rank 0); default none."""
+        return {}
 
     def state_dict(self):
         """What this hook keeps across ``--resume`` (picklable; default: nothing)."""
@@ -221,15 +235,100 @@ def check_finite(trainer, ep):
 
 
 class LRSchedule(HookBase):
-    """Sets each epoch's learning rate (:func:`~mdistiller.solver.lr_schedule.lr_at`) on
-    every parameter group before its first step."""
+    """Sets the learning rate of every parameter group before each step
+    (:func:`~mdistiller.solver.lr_schedule.lr_at_step`: ``SOLVER.SCHEDULER`` with
+    ``SOLVER.WARMUP_EPOCHS``; the default ``step`` schedule gives each step its epoch's
+    :func:`~mdistiller.solver.lr_schedule.lr_at`). A Python float per step: no host
+    synchronisation. The step number follows from the epoch and the step within it, so a
+    run resumed mid-epoch continues the schedule exactly."""
 
     priority = FIRST
 
     def before_train_epoch(self):
-        t = self.trainer
+        self.before_train_iter()
+
+    def before_train_iter(self):
+        t, ep = self.trainer, self.trainer.epoch_state
+        lr = lr_at_step(t.cfg, (ep.epoch - 1) * ep.steps + ep.step, max(ep.steps, 1))
         for g in t.optimizer.param_groups:
-            g["lr"] = lr_at(t.cfg, t.epoch)
+            g["lr"] = lr
+
+
+class EMA(HookBase):
+    """``SOLVER.EMA`` (decay ``d`` > 0): an exponential moving average of the student, on its
+    device: ``ema_0 = w_0``, then ``ema_t = d * ema_(t-1) + (1 - d) * w_t`` after each optimizer
+    step for the parameters and floating-point buffers (integer buffers, e.g. BN's
+    ``num_batches_tracked``, are copied). Validated after every epoch (``ema_acc``; with a
+    holdout, ``ema_val_acc``), kept in every checkpoint (exact ``--resume``) and saved as
+    ``student_ema`` with each commit (``tools/eval.py --checkpoint ema``,
+    ``tools/export.py --checkpoint ema``)."""
+
+    priority = EVALUATION + 1  # after the student's validation, before the best epoch
+
+    def __init__(self):
+        self.model = None
+
+    def before_train(self):
+        if self.model is None:
+            self.model = self._copy()
+        self._pairs()
+
+    def _copy(self):
+        model = copy.deepcopy(self.trainer.distiller.student).eval().requires_grad_(False)
+        model._compiled_call_impl = None  # SOLVER.COMPILE: the copy must not call the student's graph
+        return model
+
+    def _pairs(self):
+        student = self.trainer.distiller.student
+        src = dict(student.named_parameters())
+        src.update(dict(student.named_buffers()))
+        dst = dict(self.model.named_parameters())
+        dst.update(dict(self.model.named_buffers()))
+        names = [n for n in dst if n in src]
+        floats = [n for n in names if dst[n].is_floating_point()]
+        self.avg = ([dst[n] for n in floats], [src[n] for n in floats])
+        self.copy = [(dst[n], src[n]) for n in names if not dst[n].is_floating_point()]
+
+    @torch.no_grad()
+    def after_train_iter(self):
+        d = self.trainer.cfg.SOLVER.EMA
+        ema, w = self.avg
+        torch._foreach_mul_(ema, d)
+        torch._foreach_add_(ema, [x.detach() for x in w], alpha=1.0 - d)
+        for a, b in self.copy:
+            a.copy_(b)
+
+    def after_train_epoch(self):
+        t = self.trainer
+        t.ctx.broadcast_buffers(self.model)  # every rank validates rank 0's average
+        t.metrics["ema_acc"] = t.evaluate(self.forward)["top1"]
+        if t.holdout_loader is not None:
+            t.metrics["ema_val_acc"] = t.evaluate(self.forward, loader=t.holdout_loader)["top1"]
+
+    def forward(self, x):
+        return self.model(x)[0]
+
+    def side_files(self, metrics):
+        """``student_ema`` every epoch; with SOLVER.EMA_SELECT, ``student_best`` holds the
+        average too (the selected model)."""
+        t = self.trainer
+        ema = {"model": self.model.state_dict(), "epoch": t.epoch, "acc": metrics.get("ema_acc"),
+               "ema_decay": t.cfg.SOLVER.EMA, "selected_on": t.selected_on}
+        if "ema_val_acc" in metrics:
+            ema["val_acc"] = metrics["ema_val_acc"]
+        files = {"student_ema": ema}
+        if t.cfg.SOLVER.EMA_SELECT and t.best_epoch == t.epoch:
+            files["student_best"] = dict(ema, weights="ema")
+        return files
+
+    def state_dict(self):
+        return {"model": self.model.state_dict()} if self.model is not None else {}
+
+    def load_state_dict(self, state):
+        if "model" in state:
+            if self.model is None:
+                self.model = self._copy()
+            self.model.load_state_dict(state["model"])
 
 
 class Evaluation(HookBase):
@@ -262,9 +361,10 @@ class BestEpoch(HookBase):
 
     def after_train_epoch(self):
         t, m = self.trainer, self.trainer.metrics
-        score = m[selection_key(t.holdout_loader is not None)]
+        ema = t.cfg.SOLVER.EMA_SELECT  # select (and report) the EMA of the student
+        score = m[selection_key(t.holdout_loader is not None, ema=ema)]
         if improves(score, self.best_score, t.selected_on):
-            self.best_score, self.best_acc, self.best_epoch = score, m["test_acc"], t.epoch
+            self.best_score, self.best_acc, self.best_epoch = score, m["ema_acc" if ema else "test_acc"], t.epoch
         m["best_acc"], m["selected_epoch"] = self.best_acc, self.best_epoch
         self.history = [r for r in self.history if r["epoch"] < t.epoch] + [m]
 
@@ -316,6 +416,8 @@ class Checkpointer(HookBase):
             side.update({f"epoch_{epoch}": state, f"student_{epoch}": student})
         if t.best_epoch == epoch:
             side.update({"best": state, "student_best": student})
+        for h in t._order:
+            side.update(h.side_files(metrics))
         EpochCommit(t.run_dir, save_checkpoint)(epoch, state, side)
 
 
@@ -402,8 +504,9 @@ class MetricsLog(HookBase):
             self.run_logger.epoch(epoch, metrics["lr"], metrics, t.global_step)
         if t.ctx.is_main and t.run_dir:
             held = f"val_acc {metrics['val_acc']:.2f} " if "val_acc" in metrics else ""
+            ema = f"ema_acc {metrics['ema_acc']:.2f} " if "ema_acc" in metrics else ""
             logger.info(f"epoch {epoch}: train_acc {metrics['train_acc']:.2f} train_loss {metrics['train_loss']:.4f} "
-                        f"{held}test_acc {metrics['test_acc']:.2f} test_acc_top5 {metrics['test_acc_top5']:.2f} "
+                        f"{held}test_acc {metrics['test_acc']:.2f} test_acc_top5 {metrics['test_acc_top5']:.2f} {ema}"
                         f"best {t.best_acc:.2f} (epoch {t.best_epoch}, {describe(t.selected_on)})")
 
     def after_train(self):
@@ -457,10 +560,11 @@ class SignalStop(HookBase):
         self.old = {}
 
 
-def loop_hooks():
-    """The hooks every trainer has: the epoch's learning rate, the validation, the best
-    epoch and history (:attr:`Trainer.loop_hooks`)."""
-    return [LRSchedule(), Evaluation(), BestEpoch()]
+def loop_hooks(cfg=None):
+    """The hooks every trainer has: the learning rate, the validation, the EMA of the
+    student when ``SOLVER.EMA`` > 0, the best epoch and history (:attr:`Trainer.loop_hooks`)."""
+    ema = [EMA()] if cfg is not None and cfg.SOLVER.EMA > 0 else []
+    return [LRSchedule(), Evaluation()] + ema + [BestEpoch()]
 
 
 def default_hooks(run_logger=None):

@@ -19,7 +19,9 @@ from types import SimpleNamespace
 
 import torch
 
+from ..config.defaults import CFG
 from ..config.load import cfg_to_dict, diff_cfg, get_key, load_cfg
+from ..distillers.ensemble import teacher_label, teacher_names
 from ..dataset.loader import check_batch, check_subset
 from ..runs import folder as rf
 from ..runs.checkpoint import file_sha256, load_checkpoint
@@ -140,6 +142,19 @@ class RunFolder:
             self.rf.remove_created(self.created)
 
 
+def added_at_default(saved, cfg, key):
+    """A key the checkpoint's config lacks (added to the framework since) at its default."""
+    try:
+        get_key(saved, key)
+        return False
+    except (KeyError, AttributeError, TypeError):
+        pass
+    try:
+        return get_key(cfg, key) == get_key(CFG, key)
+    except (KeyError, AttributeError):
+        return False
+
+
 def check_resume_config(cfg, state, path):
     """Only RESUME_FREE_KEYS, the RESUME_FREE_SECTIONS and, after a non-finite loss
     (NONFINITE_MARK in the run folder), RESUME_AFTER_NAN_KEYS may differ from the
@@ -148,7 +163,7 @@ def check_resume_config(cfg, state, path):
     saved = state.get("config")
     if saved is None:
         return {}
-    changed = diff_cfg(saved, cfg)
+    changed = [k for k in diff_cfg(saved, cfg) if not added_at_default(saved, cfg, k)]
     after_nan = os.path.isfile(os.path.join(os.path.dirname(path), NONFINITE_MARK))
     allowed = set(RESUME_FREE_KEYS) | (set(RESUME_AFTER_NAN_KEYS) if after_nan else set())
     differ = [k for k in changed if k not in allowed and k.split(".")[0] not in RESUME_FREE_SECTIONS]
@@ -243,10 +258,27 @@ def dry_run(trainer, distiller, cfg):
         raise
     except (RuntimeError, ValueError, IndexError, KeyError, TypeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(f"{cfg.DISTILLER.TYPE} cannot train {cfg.DISTILLER.TEACHER} -> {cfg.DISTILLER.STUDENT} "
+        raise ConfigError(f"{cfg.DISTILLER.TYPE} cannot train {teacher_label(cfg)} -> {cfg.DISTILLER.STUDENT} "
                           f"on {cfg.DATASET.TYPE}: {first[:200]}") from e
     finally:
         distiller.load_state_dict(saved)
+
+
+def log_teachers(trainer, cfg, logger):
+    """Each teacher's test top-1 before training (and, for several, the ensemble's)."""
+    teacher = trainer.distiller.teacher
+    members = list(getattr(teacher, "teachers", []))
+    rows = [(f"teacher {n}", "teacher" if not members else f"teacher{i}",
+             trainer.evaluate(lambda x, m=m: m(x)[0]))
+            for i, (n, m) in enumerate(zip(teacher_names(cfg), members or [teacher]))]
+    if members:
+        rows.append((f"teacher ensemble {teacher_label(cfg)}", "ensemble", trainer.evaluate_teacher()))
+    for label, key, acc in rows:
+        msg = f"{label} test top-1 {acc['top1']:.2f} top-5 {acc['top5']:.2f} on {acc['count']} images"
+        if logger is not None:
+            log.info(msg)
+            logger.text(msg)
+            logger.scalars({f"{key}/top1": acc["top1"], f"{key}/top5": acc["top5"]}, 0)
 
 
 def run(cfg, args, argv):
@@ -295,7 +327,7 @@ def run(cfg, args, argv):
         extra = distiller.get_extra_parameters()
         if logger is not None:
             held = f", {len(spec.holdout)} held out" if spec.holdout is not None else ""
-            logger.text(f"run {run_dir}: {cfg.DISTILLER.TYPE} {cfg.DISTILLER.TEACHER} -> {cfg.DISTILLER.STUDENT} on "
+            logger.text(f"run {run_dir}: {cfg.DISTILLER.TYPE} {teacher_label(cfg)} -> {cfg.DISTILLER.STUDENT} on "
                         f"{cfg.DATASET.TYPE} ({len(loaders[0].dataset)} train images{held}), world size "
                         f"{ctx.world_size}, device {ctx.device}, extra parameters {extra}")
             if changes:
@@ -309,13 +341,7 @@ def run(cfg, args, argv):
             elif ctx.is_main:
                 log.info(f"resuming '{run_dir}' from {os.path.basename(resume_path)} at {where}")
         elif distiller.teacher is not None:
-            acc = trainer.evaluate_teacher()
-            msg = (f"teacher {cfg.DISTILLER.TEACHER} test top-1 {acc['top1']:.2f} top-5 {acc['top5']:.2f} "
-                   f"on {acc['count']} images")
-            if logger is not None:
-                log.info(msg)
-                logger.text(msg)
-                logger.scalars({"teacher/top1": acc["top1"], "teacher/top5": acc["top5"]}, 0)
+            log_teachers(trainer, cfg, logger)
         try:
             best = trainer.train()
         except NonFiniteLossError as e:

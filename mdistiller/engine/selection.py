@@ -17,8 +17,11 @@ def selected_on(has_holdout):
     return HOLDOUT if has_holdout else TEST
 
 
-def selection_key(has_holdout):
-    """The ``metrics.jsonl`` field the selection maximises."""
+def selection_key(has_holdout, ema=False):
+    """The ``metrics.jsonl`` field the selection maximises (of the student's EMA with
+    ``ema``, SOLVER.EMA_SELECT: ``ema_val_acc`` or ``ema_acc``)."""
+    if ema:
+        return "ema_val_acc" if has_holdout else "ema_acc"
     return "val_acc" if has_holdout else "test_acc"
 
 
@@ -41,10 +44,11 @@ def improves(value, best, on):
     return value > best if on == HOLDOUT else value >= best
 
 
-def select_epoch(records, on):
+def select_epoch(records, on, ema=False):
     """The record (a ``metrics.jsonl`` row) ``on`` selects among ``records`` (in epoch
-    order), or None if none has a number for the selection key."""
-    key, best = selection_key(on == HOLDOUT), None
+    order; of the student's EMA with ``ema``), or None if none has a number for the
+    selection key."""
+    key, best = selection_key(on == HOLDOUT, ema), None
     for r in records:
         v = r.get(key)
         if not isinstance(v, (int, float)) or isinstance(v, bool) or math.isnan(v):

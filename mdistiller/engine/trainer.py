@@ -80,7 +80,11 @@ class Trainer:
         if cfg.SOLVER.RETAIN_HOST_MEMORY and self.device.type == "cpu":
             retain_host_memory()
         self.model = wrap_ddp(distiller, ctx, ignore="teacher.") if ctx.distributed else distiller
-        self.optimizer = build_optimizer(cfg, distiller.get_learnable_parameters(), self.device)
+        names = {id(p): n for n, p in distiller.named_parameters()}  # for SOLVER.WEIGHT_DECAY_NORM_BIAS's groups
+        self.optimizer = build_optimizer(cfg, [(names.get(id(p), str(i)), p) for i, p in
+                                               enumerate(distiller.get_learnable_parameters())],
+                                         self.device, module=distiller)
+        self.clip_params = [p for g in self.optimizer.param_groups for p in g["params"]]
         # what the step back-propagates: the sum of the terms, or the optimizer's (DOT splits them)
         self.loss_for_backward = getattr(self.optimizer, "loss_for_backward", sum_losses)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype is torch.float16 else None
@@ -95,7 +99,7 @@ class Trainer:
         self._partial = None  # statistics of an interrupted epoch being resumed
         self._stop = False  # a signal's stop request (SignalStop sets it; tests too)
         self.loop_hooks, self.hooks, self._order = [], [], []
-        self._add(self.loop_hooks, loop_hooks())
+        self._add(self.loop_hooks, loop_hooks(cfg))
         self.register_hooks(default_hooks(logger) if hooks is None else hooks)
 
     def register_hooks(self, hooks):
@@ -172,10 +176,15 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(total).backward()
+            if self.cfg.SOLVER.CLIP_GRAD > 0:
+                self.scaler.unscale_(self.optimizer)  # clip the true gradients
+                self.clip_grad()
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
             total.backward()
+            if self.cfg.SOLVER.CLIP_GRAD > 0:
+                self.clip_grad()
             if self.optimizer.defaults.get("fused"):
                 self.optimizer.found_inf = (~finite).float()
             else:  # no fused kernel for this device: zero the step's gradients instead
@@ -185,6 +194,12 @@ class Trainer:
                             p.grad.copy_(torch.where(finite, p.grad, torch.zeros_like(p.grad)))
             self.optimizer.step()
         return logits, batch["target"], losses, total, finite
+
+    def clip_grad(self):
+        """SOLVER.CLIP_GRAD: scale the gradients to a global norm of at most CLIP_GRAD, on
+        the device (no host synchronisation; under DDP the gradients are already all-reduced,
+        so every rank clips the same global norm)."""
+        torch.nn.utils.clip_grad_norm_(self.clip_params, self.cfg.SOLVER.CLIP_GRAD)
 
     # ---------------------------------------------------------------------------------
     # epochs
@@ -216,6 +231,7 @@ class Trainer:
         t0 = time.time()
         batches = prefetch_to_device(self.train_loader, dev) if cfg.SOLVER.PREFETCH else self.train_loader
         for step, batch in enumerate(batches, start=start_step + 1):
+            self._call("before_train_iter")
             logits, target, losses, total, finite = self.train_step(batch, epoch)
             self._accumulate(ep, step, logits, target, losses, total, finite)
             self.global_step += 1

@@ -76,7 +76,7 @@ def load_run_student(run_dir, checkpoint="best"):
                           f"e.g. output/<project>/<name>")
     path = os.path.join(run_dir, CHECKPOINTS[checkpoint])
     if not os.path.isfile(path):
-        why = ("this framework keeps no EMA of the student, so only a run that saved one has it"
+        why = ("the run kept no EMA of its student: train with SOLVER.EMA (e.g. 0.9999)"
                if checkpoint == "ema" else "has the run finished an epoch?")
         raise CheckpointError(f"run folder '{run_dir}' has no {CHECKPOINTS[checkpoint]} ({why}); "
                               f"pick another --checkpoint ({', '.join(c for c in CHECKPOINTS if c != checkpoint)})")

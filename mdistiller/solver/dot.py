@@ -63,6 +63,9 @@ def check_config(cfg, world_size=1):
     if s.AMP == "fp16":
         raise ConfigError("SOLVER.TRAINER dot does not support SOLVER.AMP fp16 (its GradScaler scales one backward); "
                           "use SOLVER.AMP bf16 or none")
+    if s.CLIP_GRAD > 0:
+        raise ConfigError("SOLVER.TRAINER dot does not support SOLVER.CLIP_GRAD (its distillation gradient is "
+                          "applied apart from .grad); set SOLVER.CLIP_GRAD 0")
     if world_size > 1:
         raise ConfigError(f"SOLVER.TRAINER dot does not support DistributedDataParallel ({world_size} processes): "
                           f"its distillation gradient would not be all-reduced; train DOT in one process")

@@ -10,6 +10,7 @@ writes what it saw to files that several tests check.
 import contextlib
 import io
 import json
+import math
 import os
 import re
 
@@ -419,3 +420,55 @@ def test_holdout_under_two_processes(job_c):
     rec = metrics(job_c, "held")[0]
     assert res["count"] == len(spec.holdout) and res["top1"] == pytest.approx(rec["val_acc"], abs=1e-9)
     assert rec["selected_epoch"] == 1
+
+
+# ---------------------------------------------------------------------------------------
+# job D: issue #25's recipe keys under two processes (AdamW, cosine + warmup, EMA, clip,
+# label smoothing, two teachers): a mid-epoch stop and resume ends as the straight run
+# ---------------------------------------------------------------------------------------
+RECIPE = ["SOLVER.TYPE", "AdamW", "SOLVER.LR", "0.001", "SOLVER.WEIGHT_DECAY", "0.05",
+          "SOLVER.WEIGHT_DECAY_NORM_BIAS", "False", "SOLVER.SCHEDULER", "cosine", "SOLVER.WARMUP_EPOCHS", "0.5",
+          "SOLVER.EMA", "0.9", "SOLVER.CLIP_GRAD", "0.5", "SOLVER.LABEL_SMOOTHING", "0.1",
+          "EXPERIMENT.DETERMINISTIC", "True", "DISTILLER.TEACHER", "['resnet8', 'resnet8']"]
+
+
+def _recipe_argv(tmp, name, teachers):
+    argv = _argv(tmp, name, 2, teachers[0]) + RECIPE
+    return argv + ["DISTILLER.TEACHER_CKPT", f"['{teachers[0]}', '{teachers[1]}']"]
+
+
+def _recipe_job(rank, ports, tmp, teachers):
+    CURRENT.update(rank=rank, out=os.path.join(tmp, "log"))
+    trainer_mod.Trainer.train_step = recording_step
+    use_port(ports[0])
+    assert _train("rstraight", *_recipe_argv(tmp, "rstraight", teachers)) == 0
+    use_port(ports[1])
+    CURRENT["stop_after"] = SIZE // BATCH + 2  # epoch 2, step 2
+    assert _train("rcut", *_recipe_argv(tmp, "rcut", teachers)) == 130
+    CURRENT["stop_after"] = None
+    use_port(ports[2])
+    assert _train("rcut", "--resume", *_recipe_argv(tmp, "rcut", teachers)) == 0
+
+
+@pytest.fixture(scope="module")
+def job_d(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("dist_recipe")
+    teachers = [tmp / "t1.pth", tmp / "t2.pth"]
+    for seed, path in enumerate(teachers):
+        make_teacher(path, seed=seed)
+    os.makedirs(tmp / "log")
+    run_ranks(_recipe_job, tmp, [str(t) for t in teachers], num_ports=3, timeout=150)
+    return tmp
+
+
+def test_recipe_mid_epoch_resume_under_two_processes_is_exact(job_d):
+    for name in ("student_latest", "student_ema"):
+        a, b = (_student_file(job_d, run, name) for run in ("rstraight", "rcut"))
+        for k in a:
+            assert torch.equal(a[k], b[k]), (name, k)
+    ma, mb = metrics(job_d, "rstraight"), metrics(job_d, "rcut")
+    for key in ("lr", "ema_acc", "test_acc", "train_loss"):
+        assert [r[key] for r in ma] == [r[key] for r in mb], key
+    # 3 steps per epoch on each rank (8 of the global 16 images each): W = 2 (1.5 rounded), S = 6
+    assert [r["lr"] for r in ma] == pytest.approx([0.001 * (1 + math.cos(math.pi * (s - 2) / (6 - 2))) / 2
+                                                   for s in (2, 5)], rel=1e-12)

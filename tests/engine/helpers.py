@@ -64,3 +64,22 @@ def train_straight_and_resumed(tmp_path, common, epochs, teacher, stop_after=1):
     assert train_main(tiny_argv(tmp_path, "resumed", *common, "SOLVER.EPOCHS", stop_after, teacher=teacher)) == 0
     assert train_main(["--resume"] + tiny_argv(tmp_path, "resumed", *common, "SOLVER.EPOCHS", epochs,
                                                teacher=teacher)) == 0
+
+
+def stop_after_steps(monkeypatch, n):
+    """Make the trainer request a stop (as SIGTERM does) after its ``n``-th step; returns
+    the real ``train_step`` (set it back to resume normally)."""
+    from mdistiller.engine import trainer as trainer_mod
+
+    real_step = trainer_mod.Trainer.train_step
+    calls = {"n": 0}
+
+    def step(self, batch, epoch):
+        out = real_step(self, batch, epoch)
+        calls["n"] += 1
+        if calls["n"] == n:
+            self._stop = True
+        return out
+
+    monkeypatch.setattr(trainer_mod.Trainer, "train_step", step)
+    return real_step

@@ -13,7 +13,8 @@ from mdistiller.runs import checkpoint as ckpt_mod
 from mdistiller.runs.checkpoint import load_checkpoint
 from mdistiller.utils.errors import CheckpointError
 
-from tests.engine.helpers import make_teacher, metrics, run_dir, tiny_argv, train_main, train_straight_and_resumed
+from tests.engine.helpers import (make_teacher, metrics, run_dir, stop_after_steps, tiny_argv, train_main,
+                                  train_straight_and_resumed)
 
 LOGIT = ["NONE", "KD", "DKD", "MLKD", "SLD"]
 
@@ -107,17 +108,7 @@ def test_mid_epoch_interrupt_and_resume_is_exact(tmp_path, teacher_ckpt, monkeyp
 
     common = ["DISTILLER.TYPE", "KD", "EXPERIMENT.DETERMINISTIC", "True", "SOLVER.EPOCHS", "2"]
     assert train_main(tiny_argv(tmp_path, "straight", *common, teacher=teacher_ckpt)) == 0
-    real_step = trainer_mod.Trainer.train_step
-    calls = {"n": 0}
-
-    def step(self, batch, epoch):
-        out = real_step(self, batch, epoch)
-        calls["n"] += 1
-        if calls["n"] == 5:  # epoch 2, step 2 (3 steps per epoch)
-            self._stop = True
-        return out
-
-    monkeypatch.setattr(trainer_mod.Trainer, "train_step", step)
+    real_step = stop_after_steps(monkeypatch, 5)  # epoch 2, step 2 (3 steps per epoch)
     code = train_main(tiny_argv(tmp_path, "cut", *common, teacher=teacher_ckpt))
     assert code == 130
     d = run_dir(tmp_path, "cut")

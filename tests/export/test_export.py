@@ -4,6 +4,7 @@ of every zoo family (and a timm: model) exported and checked against PyTorch."""
 import json
 import os
 import re
+import warnings
 
 import pytest
 import torch
@@ -215,3 +216,18 @@ def test_summarize_cost_columns_and_plots(resnet8_run, tmp_path, monkeypatch, ca
     assert {p.name for p in (tmp_path / "plots").iterdir()} >= {"top1_vs_flops.png", "top1_vs_latency.png"}
     code, out, _ = tool(summarize.main, capsys, project, "--cost")
     assert "params (M)" in out and "MFLOPs" in out and "latency (ms)" in out and "batch 1 on" in out
+
+
+def test_an_ema_run_exports_its_student_ema(tmp_path, capsys):
+    """SOLVER.EMA (#25) writes student_ema; export --checkpoint ema ships exactly its weights."""
+    run = trained_run(tmp_path, "resnet8", "SOLVER.EMA", "0.5")
+    code, out, err = tool(export_cli.main, capsys, run, "--checkpoint", "ema", "--format", "torchscript",
+                          "--out", tmp_path / "x")
+    assert code == 0, err
+    card = json.load(open(tmp_path / "x" / "model_card.json"))
+    assert card["checkpoint"]["file"] == "student_ema"
+    ema = torch.load(os.path.join(run, "student_ema"), weights_only=False)["model"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load's deprecation notice
+        exported = dict(torch.jit.load(str(tmp_path / "x" / "student.torchscript")).state_dict())
+    assert any(torch.equal(v, ema["fc.weight"]) for v in exported.values())

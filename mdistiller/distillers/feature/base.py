@@ -2,7 +2,6 @@
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from yacs.config import CfgNode as CN
 
@@ -94,7 +93,7 @@ class FeatureDistiller(Distiller):
         logits, feats_s = self.student(image)
         feats_t = self.teacher_features(image)
         losses = {
-            "loss_ce": self.ce_loss_weight * F.cross_entropy(as_float(logits), target),
+            "loss_ce": self.ce_loss_weight * self.ce(as_float(logits), target),
             "loss_kd": self.feat_loss_weight * self.feature_loss(
                 tree_map(as_float, feats_s), feats_t, target=target, **kwargs),
         }
