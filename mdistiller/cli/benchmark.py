@@ -44,6 +44,7 @@ import torch
 import torch.nn as nn
 
 from ..dataset import get_dataset
+from ..distillers import DISTILLERS
 from ..dataset.augment import build_batch_transform
 from ..dataset import bench as input_bench
 from ..dataset.bench import time_pipeline
@@ -54,7 +55,7 @@ from ..utils.dist import DistContext, resolve_device
 from ..engine.trainer import Trainer
 from ..utils.runtime import host_memory_retained
 from ..models import build_model
-from ..engine.runfolder import atomic_write_text
+from ..runs.folder import atomic_write_text
 from .common import REPO_ROOT, ArgumentParser, add_debug_flag, number, run_tool
 
 PRECISIONS = {"fp32": "none", "bf16": "bf16", "fp16": "fp16"}
@@ -157,8 +158,6 @@ def parse_args(argv):
 def check_cases(p, args):
     """What the arguments can be checked for before anything is timed: the device, the
     distillers of the cases, fp16 (CUDA only)."""
-    from ..distillers import DISTILLERS
-
     device = args.device
     if device not in ("auto", "cpu", "cuda") and not (device.startswith("cuda:") and device[5:].isdigit()):
         p.error(f"argument --device: must be auto, cpu, cuda or cuda:N, got {device!r}")

@@ -18,6 +18,7 @@ import warnings
 from ..config.load import load_cfg
 from ..engine.run import train
 from ..engine.selection import describe, select_epoch, selected_on
+from ..export.cost import run_cost
 from ..runs.folder import run_dir_of
 from ..runs.loggers import read_metrics, setup_logging
 from ..utils.errors import user_errors
@@ -100,8 +101,6 @@ def demo(args):
     rows = [teacher] + [run(n, f, args, ["DISTILLER.TEACHER_CKPT", ckpt]) for n, f in STUDENTS]
     total = time.time() - t0
     # the table is the demo's result: printed even with --quiet
-    from ..export.cost import run_cost
-
     costs = [run_cost(r["run_dir"], r["model"]) for r in rows]  # parameters, FLOPs, latency (cached)
     print("\nFashion-MNIST demo (test top-1 %, seed {}):".format(args.seed))
     print(f"{'run':<10}{'model':<12}{'epochs':>7}{'selected':>10}{'last':>8}{'best':>8}{'time (s)':>10}"

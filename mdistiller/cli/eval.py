@@ -10,18 +10,23 @@ evaluated with the config.yaml beside it (or ``--cfg``/``-d``); ONNX runs in onn
 """
 
 import argparse
+import json
 import os
 import re
 import sys
 
+import torch
 from torch.utils.data import DataLoader
 
 from ..config.load import load_cfg
 from ..dataset import build_batch_transform, get_dataset
 from ..engine.build import teacher_checkpoint_path
+from ..engine.selection import TEST, describe
 from ..engine.trainer import evaluate
+from ..export.formats import format_of, load_exported
+from ..export.run_export import in_batches
 from ..models import build_model
-from ..runs.checkpoint import load_model_weights
+from ..runs.checkpoint import load_checkpoint, load_model_weights
 from ..utils.dist import DistContext, resolve_device
 from ..utils.errors import CheckpointError, ConfigError
 from .common import ArgumentParser, add_debug_flag, number, run_tool
@@ -71,9 +76,6 @@ def selection_of(path):
     """How the run file ``path`` was chosen: ``"epoch E, selected on ..."`` for
     ``best``/``student_best``, ``"epoch E, the last finished epoch"`` for ``latest`` files,
     ``"epoch E"`` for ``epoch_N``/``student_N``; "" for other files."""
-    from ..engine.checkpoint import load_checkpoint
-    from ..engine.selection import TEST, describe
-
     name = os.path.basename(path)
     if not re.fullmatch(r"(student_)?(best|latest|\d+)|epoch_\d+", name):
         return ""
@@ -114,16 +116,6 @@ def evaluate_checkpoint(args):
 
 def evaluate_exported(args):
     """Top-1 of an exported student file on the dataset of the config beside it (or --cfg/-d)."""
-    import json
-
-    import torch
-
-    from ..dataset import build_batch_transform, get_dataset
-    from ..engine.dist import DistContext
-    from ..engine.trainer import evaluate
-    from ..export.formats import load_exported
-    from ..export.run_export import in_batches
-
     folder = os.path.dirname(os.path.abspath(args.ckpt))
     if not args.cfg and os.path.isfile(os.path.join(folder, "config.yaml")):
         args.cfg = os.path.join(folder, "config.yaml")
@@ -153,8 +145,6 @@ def evaluate_exported(args):
 
 
 def main(argv=None):
-    from ..export.formats import format_of
-
     args = parse_args(list(sys.argv[1:] if argv is None else argv))
     body = evaluate_exported if format_of(args.ckpt) and not os.path.isdir(args.ckpt) else evaluate_checkpoint
     return run_tool(lambda: body(args), args.debug, args.quiet)

@@ -9,6 +9,8 @@ inputs (see docs/export.md). The implementation is :mod:`mdistiller.export.run_e
 import argparse
 import sys
 
+from ..export.formats import DEFAULT_OPSET, FORMATS
+from ..export.run_export import CHECKPOINTS, DEFAULT_TOLERANCE, export_run
 from .common import ArgumentParser, add_debug_flag, run_tool
 
 
@@ -26,9 +28,6 @@ def batch_arg(text):
 
 
 def parse_args(argv):
-    from ..export.formats import DEFAULT_OPSET, FORMATS
-    from ..export.run_export import CHECKPOINTS, DEFAULT_TOLERANCE
-
     summary, details = __doc__.split("\n\n", 1)
     p = ArgumentParser(description=summary, epilog=details, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", help="a run folder (holding config.yaml and student_best)")
@@ -51,8 +50,6 @@ def parse_args(argv):
 
 
 def export(args):
-    from ..export.run_export import export_run
-
     path, card = export_run(args.run_dir, args.checkpoint, args.format, args.out or None, args.opset, args.batch,
                             args.with_preprocessing, args.images, args.random_inputs, args.tolerance)
     p = card["parity"]

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..dataset.synthetic import make_images
-from ..engine.runfolder import describe_os_error, file_mode, missing_folders, remove_empty
+from ..runs.folder import describe_os_error, file_mode, missing_folders, remove_empty
 from ..utils.errors import ConfigError, DataError
 from .common import ArgumentParser, add_debug_flag, new_folder, number, run_tool
 

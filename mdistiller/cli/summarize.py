@@ -44,8 +44,11 @@ import textwrap
 import warnings
 from dataclasses import dataclass, field
 
+import yaml
+
 from ..config.load import ConfigWarning, cfg_to_dict, load_cfg
 from ..engine.selection import HOLDOUT, select_epoch
+from ..export.cost import run_cost
 from ..runs.loggers import read_metrics
 from ..utils.errors import ConfigError, DataError, MdistillerError
 from .common import ArgumentParser, add_debug_flag, run_tool
@@ -265,8 +268,6 @@ def parse_selector(text):
 
 def _same(config_value, text):
     """Does a config value equal the selector's VALUE text (as YAML, or as this tool prints it)?"""
-    import yaml
-
     try:
         parsed = yaml.safe_load(text)
     except yaml.YAMLError:
@@ -516,8 +517,6 @@ COST_FIELDS = ("student", "parameters", "flops", "latency_ms", "cpu")
 def group_cost(group):
     """``{"student", "parameters", "flops", "latency_ms", "cpu"}`` of a group's student (the
     values are None, with a warning, when its dataset cannot be read here)."""
-    from ..export.cost import run_cost
-
     run = group.runs[0]
     name = run.config.get("DISTILLER.STUDENT")
     try:

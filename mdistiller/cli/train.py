@@ -7,7 +7,7 @@ checked before the first step and reported as one line on stderr. The run itself
 :func:`mdistiller.engine.run.train`.
 
 ``--logit-stand``, ``--base-temp`` and ``--kd-weight`` are the logit-standardization
-repository's flags, with its semantics (:func:`mdistiller.engine.cfg.apply_ls_flags`), so its
+repository's flags, with its semantics (:func:`mdistiller.config.load.apply_ls_flags`), so its
 README's commands run unchanged. ``--print-config`` prints the effective config (what the run
 folder's ``config.yaml`` would hold) on stdout and exits, reading no data, teacher or run folder.
 """

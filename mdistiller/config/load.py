@@ -22,10 +22,14 @@ import warnings
 import yaml
 from yacs.config import CfgNode as CN
 
+from ..dataset import check_holdout
+from ..dataset.imagenet import check_decode
+from ..dataset.tiny_imagenet import VIEWS
 from ..distillers import DISTILLERS, check_methods
 from ..utils.checks import get_key
 from ..utils.checks import is_number as _is_number
 from ..utils.errors import ConfigError, ConfigWarning
+from ..utils.threads import usable_cpus
 from ..solver import dot
 from . import plugins
 from .defaults import CFG
@@ -402,8 +406,6 @@ MAX_SEED, MAX_SYNTHETIC = 2**63 - 1, 1_000_000
 def max_workers():
     """The most loader workers a run may fork: 4 per usable core, and never fewer than 64
     (configs written for a larger machine still load on a small one)."""
-    from .threads import usable_cpus
-
     return max(64, 4 * usable_cpus())
 
 
@@ -449,8 +451,6 @@ def validate_framework_keys(cfg):
         at_least(key, 1, "at least 1 (a number of steps or epochs)")
     if str(cfg.LOG.LEVEL).upper() not in LEVELS:
         raise ConfigError(f"LOG.LEVEL '{cfg.LOG.LEVEL}' is not a level; set one of {', '.join(LEVELS)}")
-    from ..dataset.tiny_imagenet import VIEWS
-
     if data.TINY_IMAGENET_VIEW not in VIEWS:
         raise ConfigError(f"DATASET.TINY_IMAGENET_VIEW '{data.TINY_IMAGENET_VIEW}' is not a view; set "
                           f"{' or '.join(VIEWS)}")
@@ -479,9 +479,6 @@ def validate_cfg(cfg):
         raise ConfigError(f"SOLVER.DEVICE must be auto, cpu or cuda; got '{s.DEVICE}'")
     if not 0 < cfg.DATASET.SUBSET <= 1 or not 0 < cfg.DATASET.VAL_SUBSET <= 1:
         raise ConfigError("DATASET.SUBSET and DATASET.VAL_SUBSET must be fractions in (0, 1]")
-    from ..dataset import check_holdout
-    from ..dataset.imagenet import check_decode
-
     check_holdout(cfg)
     check_decode(cfg)  # DATASET.DECODE: cpu or device
     validate_framework_keys(cfg)

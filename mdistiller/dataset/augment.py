@@ -17,6 +17,7 @@ import torch.nn.functional as nnf
 import torchvision.transforms.v2.functional as TF
 
 from ..utils.errors import ConfigError
+from .device_decode import DeviceDecoder
 
 CUTOUT_FILL = (125, 123, 114)
 
@@ -317,8 +318,6 @@ class BatchTransform:
     def __call__(self, batch):
         if "jpeg" in batch:  # undecoded (DATASET.DECODE device): decode and crop on the device first
             if self.decoder is None:
-                from .device_decode import DeviceDecoder
-
                 self.decoder = DeviceDecoder(self.size, self.device)
             batch = self.decoder(batch)
         out = dict(batch)

@@ -20,6 +20,8 @@ from torch.utils.data import default_collate
 from ..config.defaults import CFG
 from . import get_dataset
 from .augment import OP_HI, OP_LO, OP_NAMES, build_batch_transform
+from .device_decode import DeviceDecoder
+from .imagenet import MEAN, STD, ImageFolderDataset
 
 
 def time_pipeline(spec, num_views, batch_size=256, seconds=2.0, seed=0):
@@ -106,8 +108,6 @@ class ReferenceItem:
         from torchvision import transforms as T
         from torchvision.datasets import ImageFolder
 
-        from .imagenet import MEAN, STD
-
         self.samples = ImageFolder(folder).samples
         self.crop = T.Compose([T.RandomResizedCrop(size), T.RandomHorizontalFlip()])
         self.tensor = T.Compose([T.ToTensor(), T.Normalize(MEAN, STD)])
@@ -137,8 +137,6 @@ class ReferenceItem:
 def imagenet_item_makers(folder, size=224):
     """name -> (dataset, collate) of the two-view worker item: the reference's, this project's
     ``DATASET.DECODE cpu`` with and without reduced-size decoding, and ``device``."""
-    from .imagenet import ImageFolderDataset
-
     makers = {"reference": (ReferenceItem(folder, size), default_collate)}
     for name, decode, draft in (("cpu", "cpu", True), ("cpu-no-draft", "cpu", False), ("device", "device", True)):
         ds = ImageFolderDataset(folder, True, size, decode=decode, draft=draft)
@@ -179,9 +177,6 @@ def time_items(makers, seconds=2.0, batch_size=32, rounds=8, seed=0, clock=time.
 def time_device_decode(folder, device, seconds=2.0, batch_size=32, size=224):
     """Two-view images/s of the device side of ``DATASET.DECODE device`` on ``device``: decode
     the batch, crop and resize both views (what the training device adds per step)."""
-    from .device_decode import DeviceDecoder
-    from .imagenet import ImageFolderDataset
-
     ds = ImageFolderDataset(folder, True, size, decode="device")
     ds.set_views(2)
     torch.manual_seed(0)

@@ -8,7 +8,10 @@ loading them. Validation splits the samples over ranks without padding, so each 
 counted exactly once.
 """
 
+import ctypes
 import math
+import signal
+import sys
 
 import torch
 from torch.utils.data import DataLoader, Sampler
@@ -116,10 +119,6 @@ def check_batch(cfg, world_size):
 def die_with_parent(worker_id=None):
     """In a loader worker: the kernel kills it when the training process dies, whatever the
     signal (SIGKILL included), so no worker outlives its run (Linux; elsewhere a no-op)."""
-    import ctypes
-    import signal
-    import sys
-
     if not sys.platform.startswith("linux"):
         return
     try:

@@ -11,9 +11,17 @@ import json
 import os
 import statistics
 import time
+import warnings
 
 import torch
 
+from torch.utils.flop_counter import FlopCounterMode
+
+from ..config.load import cfg_to_dict, load_cfg
+from ..dataset import get_dataset
+from ..models import build_model
+from ..runs.folder import atomic_write_text
+from ..utils.cpuinfo import cpu_info
 from .wrap import LogitsOnly
 
 LATENCY_FILE = "latency.json"
@@ -26,7 +34,6 @@ def count_parameters(model):
 
 def count_flops(model, image_size, channels=3):
     """FLOPs of one ``image_size`` x ``image_size`` image through the logits (an int)."""
-    from torch.utils.flop_counter import FlopCounterMode
 
     module = LogitsOnly(model).eval()
     x = torch.zeros(1, channels, image_size, image_size)
@@ -41,7 +48,6 @@ def cache_dir():
 
 
 def cpu_label():
-    from ..engine.cpuinfo import cpu_info
 
     info = cpu_info()
     return f"{info['model']}, {info['isa']}, {torch.get_num_threads()} threads"
@@ -74,8 +80,6 @@ def model_cost(name, family, num_classes, image_size, latency=True, cache=None):
     """``{"parameters", "flops", "latency_ms", "cpu"}`` of model ``name`` built for
     ``num_classes`` classes and ``image_size`` inputs; cached (see the module docstring),
     so the latency is measured once per architecture and input size on this machine."""
-    from ..engine.runfolder import atomic_write_text
-    from ..models import build_model
 
     label = cpu_label()
     key = f"{name}|{family}|{num_classes}|{image_size}|{label}|torch {torch.__version__}"
@@ -106,8 +110,6 @@ def run_model_shape(run_dir):
     """``(family, num_classes, image_size)`` of a run's student: from its export's model card
     when there is one, else from the run's dataset (built once per dataset config; a
     dataset that is absent is fetched as training does, e.g. CIFAR-100's download)."""
-    from ..dataset import get_dataset
-    from ..engine.cfg import cfg_to_dict, load_cfg
 
     try:
         with open(os.path.join(run_dir, "export", "model_card.json"), encoding="utf-8") as f:
@@ -115,7 +117,6 @@ def run_model_shape(run_dir):
         return card["model_family"], card["num_classes"], card["input_size"]
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

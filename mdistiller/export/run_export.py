@@ -21,7 +21,17 @@ import warnings
 
 import torch
 
+import mdistiller
+
+from ..config.load import cfg_to_dict, load_cfg
+from ..dataset import build_batch_transform, get_dataset
+from ..models import build_model
+from ..runs.checkpoint import file_sha256, load_checkpoint, load_model_weights
+from ..runs.folder import atomic_write_text, describe_os_error
+from ..runs.loggers import read_metrics
 from ..utils.errors import CheckpointError, ConfigError, MdistillerError
+from ..utils.runtime import git_commit
+from .cost import count_flops, count_parameters
 from .formats import DEFAULT_OPSET, FORMATS, ExportError, load_exported, reason_of, require_onnx, write
 from .wrap import LogitsOnly
 
@@ -59,10 +69,6 @@ def check_options(fmt, checkpoint, opset, batch, images, random_inputs, toleranc
 
 def load_run_student(run_dir, checkpoint="best"):
     """``(cfg, spec, student, checkpoint path, checkpoint object)`` of a run folder."""
-    from ..dataset import get_dataset
-    from ..engine.cfg import load_cfg
-    from ..engine.checkpoint import load_checkpoint, load_model_weights
-    from ..models import build_model
 
     cfg_path = os.path.join(run_dir, "config.yaml")
     if not os.path.isdir(run_dir) or not os.path.isfile(cfg_path):
@@ -87,7 +93,6 @@ def load_run_student(run_dir, checkpoint="best"):
 
 def _normalize(images, spec):
     """uint8 -> the normalised float input, exactly as evaluation makes it."""
-    from ..dataset import build_batch_transform
 
     return build_batch_transform(spec, 1, train=False, device="cpu").normalize(images)
 
@@ -149,7 +154,6 @@ def run_accuracy(run_dir, epoch, obj=None):
     """Test top-1 of the checkpoint's epoch and of the last, the holdout figure where the run
     recorded one (``val_acc``), and the split the run's best epoch is selected on
     (``selected_on``: ``holdout`` or ``test``, as the student files of issue #23 record it)."""
-    from ..engine.loggers import read_metrics
 
     try:
         records = read_metrics(run_dir)
@@ -171,7 +175,6 @@ def run_accuracy(run_dir, epoch, obj=None):
 
 
 def _versions(fmt):
-    import mdistiller
 
     out = {"mdistiller": mdistiller.__version__, "torch": torch.__version__, "python": platform.python_version()}
     if fmt == "onnx":
@@ -192,10 +195,6 @@ def _read_json(path):
 
 def model_card(cfg, spec, model, run_dir, ckpt_path, obj, fmt, file_name, opset, batch, preprocess, figures,
                tolerance):
-    from ..engine.cfg import cfg_to_dict
-    from ..engine.checkpoint import file_sha256
-    from ..engine.utils import git_commit
-    from .cost import count_flops, count_parameters
 
     method = cfg.DISTILLER.TYPE
     tree = cfg_to_dict(cfg)
@@ -274,7 +273,6 @@ def card_readme(card):
 def export_run(run_dir, checkpoint="best", fmt="onnx", out=None, opset=None, batch=None,
                with_preprocessing=False, images=128, random_inputs=8, tolerance=DEFAULT_TOLERANCE):
     """Export a run's student (see the module docstring); returns ``(path, card)``."""
-    from ..engine.runfolder import atomic_write_text, describe_os_error
 
     check_options(fmt, checkpoint, opset, batch, images, random_inputs, tolerance)
     cfg, spec, model, ckpt_path, obj = load_run_student(run_dir, checkpoint)
@@ -304,7 +302,6 @@ def export_run(run_dir, checkpoint="best", fmt="onnx", out=None, opset=None, bat
                               f"or --opset")
         card = model_card(cfg, spec, model, run_dir, ckpt_path, obj, fmt, file_name, opset, batch,
                           with_preprocessing, figures, tolerance)
-        from ..engine.checkpoint import file_sha256
 
         card["file_sha256"] = file_sha256(path)
         atomic_write_text(os.path.join(tmp, CARD), json.dumps(card, indent=2) + "\n")

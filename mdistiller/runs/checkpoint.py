@@ -14,7 +14,7 @@ import pickle
 import torch
 
 from ..utils.errors import CheckpointError
-from .folder import is_disk_full
+from .folder import is_disk_full, mkstemp_shared
 
 CKPT_FIX = ("get a teacher with 'python3 tools/download_ckpts.py' (mdistiller's cifar_teachers.tar) "
             "or train one with DISTILLER.TYPE NONE, then pass it as DISTILLER.TEACHER_CKPT")
@@ -26,8 +26,6 @@ def save_checkpoint(obj, path):
     On failure the temporary file is removed, any previous file at ``path`` is left
     untouched, and a CheckpointError says so.
     """
-    from .runfolder import mkstemp_shared
-
     fd, tmp = mkstemp_shared(path)  # the umask's mode, not mkstemp's 0600
     out = None
     try:

@@ -370,8 +370,6 @@ def rebuild_latest(run_dir, load):
     """``latest`` is missing but the folder holds checkpoints: copy the newest whole
     ``epoch_N`` to ``latest`` (returns its path) when no later epoch is recorded; otherwise
     refuse in one line naming it. Nothing is deleted either way."""
-    from .loggers import read_metrics
-
     saved = saved_files(run_dir)
     path, state, skipped = newest_whole_epoch(run_dir, load)
     if path is None:
