@@ -154,9 +154,10 @@ def run_local_processes(jobs, folder, threads=None):
         log.info(f"worker {i}: process {procs[-1][0].pid}, log {out.name}")
     codes = []
     try:
-        for p, out in procs:
+        for i, (p, out) in enumerate(procs):
             codes.append(p.wait())
             out.close()
+            os.remove(os.path.join(folder, f"worker_{i}.pkl"))
     except KeyboardInterrupt:
         for p, _ in procs:
             if p.poll() is None:
