@@ -33,7 +33,7 @@ import warnings
 from ..config.load import ConfigWarning
 from ..tune import launch, require
 from ..tune.launch import TuneJob
-from ..tune.study import open_study, plan, report, run_worker
+from ..tune.study import open_study, plan, report, run_worker, storage_of
 from ..utils.errors import ConfigError
 from .common import ArgumentParser, add_debug_flag, number, run_tool
 from .launch_options import add_launcher_args, slurm_options
@@ -88,6 +88,8 @@ def tune(args):
         spec.trials = spec.trials or _stored_trials(spec)
         report(spec)
         return 0
+    if args.storage is not None:
+        storage_of(spec)  # a bad URL or an unreachable server: before anything is created
     os.makedirs(spec.study_dir, exist_ok=True)
     study = open_study(spec, create=True)
     study.set_user_attr("trials", spec.trials)

@@ -122,8 +122,6 @@ def _optuna():
 
 def storage_of(spec):
     optuna = _optuna()
-    if spec.storage.startswith("sqlite:///"):
-        os.makedirs(os.path.dirname(spec.storage[len("sqlite:///"):]) or ".", exist_ok=True)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # heartbeat: ExperimentalWarning
@@ -155,7 +153,11 @@ def open_study(spec, create=False):
     if create:
         study = optuna.create_study(direction="maximize", load_if_exists=True, **kwargs)
     else:
-        study = optuna.load_study(**kwargs)
+        try:
+            study = optuna.load_study(**kwargs)
+        except KeyError:
+            raise ConfigError(f"no study '{spec.study}' in {spec.storage}; run tune.py with --trials first "
+                              f"(or check --study and --storage)") from None
     attrs = study.user_attrs
     if not attrs:
         for k, v in study_attrs(spec).items():

@@ -139,3 +139,29 @@ def test_without_a_holdout_tuning_is_refused(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "DATASET.HOLDOUT" in err
     assert not (tmp_path / "out").exists()  # nothing created
+
+
+def test_submitit_local_workers_and_the_preemption_protocol(tmp_path, capsys):
+    pytest.importorskip("submitit")
+    from mdistiller.tune import launch, pruning
+
+    cfg = config_file(tmp_path)
+    argv = ["--cfg", cfg, "--study", "jobs", "--space", "SOLVER.LR=float:0.01:0.1", "--trials", "1",
+            "--launcher", "submitit-local"] + tiny(tmp_path, 1)
+    assert tune.main(argv) == 0
+    assert [t.state for t in load_study(tmp_path, "jobs").get_trials()] == [S.COMPLETE]
+    assert any(f.endswith("_log.out") for f in os.listdir(tmp_path / "out" / "tests" / "jobs" / "jobs"))
+
+    # preempted mid-trial: the running trial is failed (its folder resumable), the job requeued as itself
+    spec = study_mod.plan(cfg, ["SOLVER.LR=float:0.01:0.1"], 2, "jobs", opts=tiny(tmp_path, 1))
+    study = study_mod.open_study(spec)
+    trial = study.ask()
+    job = launch.TuneJob(spec)
+    pruning.ACTIVE = pruning.Reporter(trial)
+    try:
+        requeued = job.checkpoint()
+    finally:
+        pruning.ACTIVE = None
+    assert requeued.function is job
+    frozen = load_study(tmp_path, "jobs").get_trials()[-1]
+    assert frozen.state == S.FAIL and frozen.user_attrs["preempted"]
