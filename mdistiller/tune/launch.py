@@ -84,8 +84,12 @@ def executor(kind, folder, options):
         ex = submitit.LocalExecutor(folder=folder)
         ex.update_parameters(timeout_min=options.time)
         return ex
-    ex = submitit.AutoExecutor(folder=folder, cluster="slurm")
-    params = dict(timeout_min=options.time, cpus_per_task=options.cpus_per_job, tasks_per_node=1, nodes=1,
+    try:
+        ex = submitit.AutoExecutor(folder=folder, cluster="slurm")
+    except RuntimeError as e:  # no srun/sbatch here
+        raise ConfigError(f"--launcher slurm: {e}; run on a SLURM login node, or use --launcher submitit-local "
+                          f"to try the jobs on this machine") from None
+    params = dict(name=os.path.basename(os.path.dirname(os.path.abspath(folder))), timeout_min=options.time, cpus_per_task=options.cpus_per_job, tasks_per_node=1, nodes=1,
                   slurm_array_parallelism=options.array_parallelism)
     if options.gpus_per_job:
         params["gpus_per_node"] = options.gpus_per_job
