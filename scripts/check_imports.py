@@ -31,8 +31,7 @@ LAYERS = [
     ("mdistiller.models", "mdistiller.dataset", "mdistiller.solver"),
     ("mdistiller.distillers",),
     ("mdistiller.config.load", "mdistiller.config.plugins"),
-    ("mdistiller.runs",),
-    ("mdistiller.export",),  # shipping a student: reads run folders, never runs the loop
+    ("mdistiller.runs", "mdistiller.export"),  # export: ships a run folder's student, never runs the loop
     ("mdistiller.engine",),
     ("mdistiller.tune",),  # search (optuna) and cluster launch (submitit), on the engine
     ("mdistiller.cli",),
