@@ -23,7 +23,7 @@ from ..runs.loggers import setup_logging
 from ..utils.errors import ConfigError, user_errors
 from ..utils.threads import usable_cpus
 from . import pruning, require
-from .study import _optuna, run_worker
+from .study import fail, run_worker
 
 log = logging.getLogger("mdistiller.launch")
 
@@ -64,7 +64,7 @@ class TuneJob(Job):
         if reporter is not None:  # the running trial: failed, its run folder resumable
             t = reporter.trial
             t.set_user_attr("preempted", True)
-            t.study.tell(t.number, state=_optuna().trial.TrialState.FAIL)
+            fail(t.study, t.number)
 
 
 @dataclass

@@ -200,10 +200,18 @@ def fail_dead_trials(study):
         w = t.user_attrs.get("worker") or {}
         if w.get("host") == me["host"] and w.get("pid") != me["pid"] and not _alive(w.get("pid", -1)):
             with contextlib.suppress(Exception):  # another worker may have done it
-                study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+                fail(study, t.number)
                 failed.append(t.number)
                 log.info(f"trial {t.number}: its worker (process {w.get('pid')}) is gone; marked failed")
     return failed
+
+
+def fail(study, number):
+    """Mark the running trial ``number`` failed (outside ``study.optimize``, where Optuna
+    warns that heartbeats belong)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        study.tell(number, state=_optuna().trial.TrialState.FAIL)
 
 
 class Surplus(Exception):

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 
 import pytest
 
@@ -79,6 +80,10 @@ def test_four_trials_on_two_workers_then_a_rerun_continues(tmp_path, capsys):
     trials = load_study(tmp_path, "lr").get_trials()
     assert [t.number for t in trials] == [0, 1, 2, 3, 4] and all(t.state == S.COMPLETE for t in trials)
     capsys.readouterr()
+    assert tune.main(argv + ["--report"] + tiny(tmp_path)) == 0  # the table again, nothing run
+    table = capsys.readouterr().out
+    assert "study 'lr'" in table and "5/5 trials complete or pruned" in table
+    assert len([ln for ln in table.splitlines() if ln.split()[1:2] == ["COMPLETE"]]) == 5
     assert summarize.main([str(study_dir)]) == 0  # the trials are runs
     assert "SOLVER.LR" in capsys.readouterr().out
     # another space on the same study is refused
@@ -155,7 +160,9 @@ def test_submitit_local_workers_and_the_preemption_protocol(tmp_path, capsys):
     # preempted mid-trial: the running trial is failed (its folder resumable), the job requeued as itself
     spec = study_mod.plan(cfg, ["SOLVER.LR=float:0.01:0.1"], 2, "jobs", opts=tiny(tmp_path, 1))
     study = study_mod.open_study(spec)
-    trial = study.ask()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "heartbeat ... with Study.optimize": a worker's ask, by hand
+        trial = study.ask()
     job = launch.TuneJob(spec)
     pruning.ACTIVE = pruning.Reporter(trial)
     try:
