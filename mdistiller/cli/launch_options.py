@@ -33,7 +33,7 @@ def slurm_options(args, cpus_default=1):
             raise ConfigError(f"--slurm-extra '{item}' must look like KEY=VALUE (an sbatch parameter, e.g. account=me)")
         extra.append((key.strip().replace("-", "_"), value.strip()))
     given = [o for o, v in (("--slurm-partition", args.slurm_partition), ("--slurm-extra", args.slurm_extra),
-                            ("--gpus-per-job", args.gpus_per_job)) if v]
+                            ("--gpus-per-job", args.gpus_per_job), ("--cpus-per-job", args.cpus_per_job)) if v]
     if given and args.launcher != "slurm":
         raise ConfigError(f"{given[0]} is a SLURM option; add --launcher slurm (or leave it out)")
     return SlurmOptions(args.slurm_partition, args.gpus_per_job, args.cpus_per_job or cpus_default, args.time,

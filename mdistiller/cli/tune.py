@@ -30,7 +30,7 @@ import os
 import sys
 import warnings
 
-from ..config.load import ConfigWarning
+from ..config.load import ConfigWarning, load_cfg
 from ..tune import launch, require
 from ..tune.launch import TuneJob
 from ..tune.study import open_study, plan, report, run_worker, storage_of
@@ -73,13 +73,13 @@ def tune(args):
         if not args.report:
             raise ConfigError("--trials is required (the study's total of trials); or pass --report alone")
         args.trials = 0
-    options = slurm_options(args)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConfigWarning)
         spec = plan(args.cfg, args.space, args.trials, args.study or default_study, args.storage, args.prune,
                     args.opts, quiet=args.quiet, debug=args.debug)
     for message in dict.fromkeys(str(w.message) for w in caught):
         print(f"warning: {message}", file=sys.stderr)
+    options = slurm_options(args, cpus_default=load_cfg(spec.cfg, spec.opts).DATASET.NUM_WORKERS + 1)
     if args.launcher != "local":
         require("submitit", f"--launcher {args.launcher}")
     if args.report:
@@ -88,6 +88,9 @@ def tune(args):
         spec.trials = spec.trials or _stored_trials(spec)
         report(spec)
         return 0
+    if args.launcher == "slurm" and args.storage is None and args.workers > 1:
+        print("warning: SLURM workers on a SQLite study (the default --storage) need a file system with working "
+              "locks; on many nodes use a PostgreSQL or MySQL --storage URL (see docs/tuning.md)", file=sys.stderr)
     if args.storage is not None:
         storage_of(spec)  # a bad URL or an unreachable server: before anything is created
     os.makedirs(spec.study_dir, exist_ok=True)
