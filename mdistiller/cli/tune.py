@@ -93,6 +93,10 @@ def tune(args):
               "locks; on many nodes use a PostgreSQL or MySQL --storage URL (see docs/tuning.md)", file=sys.stderr)
     if args.storage is not None:
         storage_of(spec)  # a bad URL or an unreachable server: before anything is created
+    elif not os.path.isfile(os.path.join(spec.study_dir, "study.db")) and os.path.isdir(spec.study_dir) and \
+            any(f.startswith("trial_") for f in os.listdir(spec.study_dir)):
+        raise ConfigError(f"'{spec.study_dir}' holds trial folders but no study.db (deleted?); its trials cannot be "
+                          f"continued: choose another --study, or move the folder away")
     os.makedirs(spec.study_dir, exist_ok=True)
     study = open_study(spec, create=True)
     study.set_user_attr("trials", spec.trials)

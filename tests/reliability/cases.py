@@ -199,6 +199,13 @@ def tune_argv(env, *opts, trials="2", space=("SOLVER.LR=float:0.01:0.1",)):
     return argv + ["LOG.PREFIX", str(env.tmp / "tuneout")] + list(opts)
 
 
+def orphan_trials(env):
+    """A study folder holding a trial folder but no study.db (under inputs/: made by the case)."""
+    prefix = env.tmp / "inputs" / "orphan"
+    (prefix / "distill" / "lost" / "trial_0000").mkdir(parents=True, exist_ok=True)
+    return ["--study", "lost"] + tune_argv(env, "LOG.PREFIX", str(prefix))
+
+
 def no_module(env, name, argv):
     """``argv``, with the optional package ``name`` made unimportable."""
     env.patch.setitem(sys.modules, name, None)
@@ -511,6 +518,7 @@ BAD_INPUTS = [
     Bad("tune bad storage", "tune", lambda env: ["--storage", "nosuchdb://x"] + tune_argv(env), r"--storage nosuchdb://x"),
     Bad("tune report of no study", "tune", lambda env: ["--report"] + tune_argv(env, trials=None),
         r"no study folder .*run tune.py with --trials first"),
+    Bad("tune trials without study.db", "tune", orphan_trials, r"holds trial folders but no study.db"),
     Bad("tune partition without slurm", "tune", lambda env: ["--slurm-partition", "gpu"] + tune_argv(env),
         r"--slurm-partition is a SLURM option; add --launcher slurm"),
     Bad("tune gpus -1", "tune", lambda env: ["--gpus-per-job", "-1"] + tune_argv(env),
