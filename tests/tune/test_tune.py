@@ -172,3 +172,21 @@ def test_submitit_local_workers_and_the_preemption_protocol(tmp_path, capsys):
     assert requeued.function is job
     frozen = load_study(tmp_path, "jobs").get_trials()[-1]
     assert frozen.state == S.FAIL and frozen.user_attrs["preempted"]
+
+
+def test_two_workers_racing_for_the_last_trial_make_no_extra_one(tmp_path):
+    """Trial numbers come from the storage: the worker whose trial has N non-failed trials
+    before it closes it as failed (surplus) without running it."""
+    cfg = config_file(tmp_path)
+    spec = study_mod.plan(cfg, ["SOLVER.LR=float:0.01:0.1"], 1, "race", opts=tiny(tmp_path, 1))
+    os.makedirs(spec.study_dir)
+    study = study_mod.open_study(spec, create=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        first, second = study.ask(), study.ask()  # both workers counted 0 of 1 and asked
+    with pytest.raises(study_mod.Surplus):
+        study_mod.run_trial(spec, study, second)
+    assert second.user_attrs["surplus"] and not os.path.exists(spec.trial_dir(second.number))
+    study_mod.fail(study, second.number)
+    assert study_mod.run_trial(spec, study, first) == folder_best(spec.trial_dir(first.number))
+    assert study_mod.counts(study) == (0, 1)  # told by study.optimize in a worker; here by hand
