@@ -134,10 +134,10 @@ def storage_of(spec):
 
 
 def pruner_of(optuna, name):
-    """``median``: Optuna's MedianPruner (after 5 trials, not in a trial's first epoch)."""
+    """``median``: Optuna's MedianPruner, once 5 trials finished, from a trial's second epoch on."""
     if name == "none":
         return optuna.pruners.NopPruner()
-    return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
+    return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2)  # steps: epochs from 1
 
 
 def study_attrs(spec):
