@@ -15,6 +15,7 @@ CONSOLE_SCRIPTS = [
     "mdistiller-download = mdistiller.cli.download:main",
     "mdistiller-demo = mdistiller.cli.demo:main",
     "mdistiller-benchmark = mdistiller.cli.benchmark:main",
+    "mdistiller-tune = mdistiller.cli.tune:main",
     "mdistiller-export = mdistiller.cli.export:main",
 ]
 
@@ -28,9 +29,11 @@ setup(
     install_requires=requirements,
     # timm: optional (timm:<name> models); it pulls in huggingface_hub, which the zoo never needs
     extras_require={"test": ["pytest>=7", "hypothesis>=6", "timm>=1.0", "scipy>=1.11", "onnx>=1.16",
-                             "onnxscript>=0.2", "onnxruntime>=1.18"],
+                             "onnxscript>=0.2", "onnxruntime>=1.18", "optuna>=3.6", "submitit>=1.5"],
                     "timm": ["timm>=1.0"], "stats": ["scipy>=1.11"],
                     # tools/export.py --format onnx: torch's ONNX exporter needs onnxscript; parity runs onnxruntime
-                    "export": ["onnx>=1.16", "onnxscript>=0.2", "onnxruntime>=1.18"]},
+                    "export": ["onnx>=1.16", "onnxscript>=0.2", "onnxruntime>=1.18"],
+                    # tools/tune.py (Optuna); --launcher submitit-local/slurm in tune.py and sweep.py (submitit)
+                    "tune": ["optuna>=3.6"], "slurm": ["submitit>=1.5"]},
     entry_points={"console_scripts": CONSOLE_SCRIPTS},
 )

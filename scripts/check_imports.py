@@ -33,13 +33,14 @@ LAYERS = [
     ("mdistiller.config.load", "mdistiller.config.plugins"),
     ("mdistiller.runs", "mdistiller.export"),  # export: ships a run folder's student, never runs the loop
     ("mdistiller.engine",),
+    ("mdistiller.tune",),  # search (optuna) and cluster launch (submitit), on the engine
     ("mdistiller.cli",),
 ]
 #: the root package (its version and the OpenMP setting) may be imported from anywhere
 ANYWHERE = {"mdistiller"}
 #: third-party packages a function may import where it is used (not every user has them)
 OPTIONAL = {"timm", "torchvision", "tensorboardX", "wandb", "safetensors", "numpy", "matplotlib", "onnx",
-            "onnxruntime", "optuna", "scipy", "torch._inductor", "PIL", "nvidia", "pynvml", "cpuinfo"}
+            "onnxruntime", "optuna", "submitit", "scipy", "torch._inductor", "PIL", "nvidia", "pynvml", "cpuinfo"}
 
 
 def layer_of(module):

@@ -20,6 +20,12 @@ is resumed (``--resume``); a non-empty folder without checkpoint is restarted
 run is reported and the rest still run (exit code 1 if any failed); a run stopped by a
 signal (exit code 130) or Ctrl-C stops the sweep. ``--print`` prints one
 shell command per pending run instead (``python3 tools/train_ours.py --cfg ...``).
+
+``--launcher submitit-local|slurm`` runs the pending runs as submitit jobs instead (one job
+array; ``slurm``: ``--slurm-partition``, ``--gpus-per-job``, ``--cpus-per-job``, ``--time``,
+``--slurm-array-parallelism``, ``--slurm-extra KEY=VALUE``; needs ``pip install -e .[slurm]``),
+with their logs in ``LOG.PREFIX/EXPERIMENT.PROJECT/jobs``; a job preempted or out of time is
+requeued and resumes its run folder (``--resume``). See docs/tuning.md.
 """
 
 import argparse
@@ -37,9 +43,12 @@ from dataclasses import dataclass
 from ..config.load import ConfigWarning, get_key, load_cfg, overrides_to_dict
 from ..engine import run as run_mod
 from ..runs.folder import run_dir_of
-from ..runs.loggers import read_metrics
+from ..runs.loggers import read_metrics, setup_logging
+from ..tune import launch
+from ..tune.launch import Job
 from ..utils.errors import ConfigError
 from .common import ArgumentParser, add_debug_flag, number, run_tool
+from .launch_options import add_launcher_args, slurm_options
 from .summarize import format_value
 
 log = logging.getLogger("mdistiller.sweep")
@@ -201,6 +210,22 @@ def _train(cfg_path, run, state, debug=False, quiet=False):
         return 1
 
 
+class SweepJob(Job):
+    """One run of the sweep as a submitit job: started, resumed or skipped by its folder's
+    state when it starts (so a requeued job resumes it)."""
+
+    def __init__(self, cfg_path, run, debug=False, quiet=False):
+        self.cfg_path, self.run, self.debug, self.quiet = cfg_path, run, debug, quiet
+
+    def __call__(self):
+        state = self.run.state()
+        if state == "done":
+            return 0
+        with setup_logging(quiet=self.quiet):
+            log.info(f"{self.run.name}: {state} in {self.run.folder}")
+            return _train(self.cfg_path, self.run, state, self.debug, self.quiet)
+
+
 def print_commands(runs, cfg_path):
     skipped = resumed = 0
     for run in runs:
@@ -240,10 +265,34 @@ def run_all(runs, cfg_path, debug=False, quiet=False):
         if code != 0:
             print(f"error: run {run.name} failed (exit code {code}); continuing with the others",
                   file=sys.stderr)
+    return summary_line(runs, trained, skipped, failed, interrupted)
+
+
+def summary_line(runs, trained, skipped, failed, interrupted=False):
     line = (f"sweep: {len(runs)} runs: {len(trained)} trained, {len(skipped)} skipped (finished), "
             f"{len(failed)} failed" + (": " + ", ".join(r.name for r in failed) if failed else ""))
     print(line + (" (interrupted)" if interrupted else ""), flush=True)
     return INTERRUPTED if interrupted else int(bool(failed))
+
+
+def submit_all(runs, cfg_path, kind, options, debug=False, quiet=False):
+    """The pending runs as one submitit job array (``kind``: submitit-local or slurm), their
+    logs in the project folder's ``jobs``; waits for them."""
+    pending = [r for r in runs if r.state() != "done"]
+    skipped = [r for r in runs if r not in pending]
+    for r in skipped:
+        log.info(f"{r.name}: finished already, skipped")
+    folder = os.path.join(os.path.dirname(os.path.abspath(runs[0].folder)), "jobs")
+    jobs = [SweepJob(cfg_path, r, debug, quiet) for r in pending]
+    codes = launch.submit(jobs, kind, folder, options) if jobs else []
+    trained, failed = [], []
+    for run, code in zip(pending, codes):
+        ok = code == 0 and run.state() == "done"
+        (trained if ok else failed).append(run)
+        if not ok:
+            print(f"error: run {run.name} failed (exit code {code}; log in {folder}); continuing with the others",
+                  file=sys.stderr)
+    return summary_line(runs, trained, skipped, failed)
 
 
 # ---------------------------------------------------------------------------------------
@@ -262,6 +311,7 @@ def parse_args(argv=None):
     p.add_argument("--project", default=None, help="EXPERIMENT.PROJECT of every run")
     p.add_argument("--print", dest="print_only", action="store_true",
                    help="print one training command per pending run instead of running")
+    add_launcher_args(p, array=True)
     add_debug_flag(p)
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides for every run")
     return p.parse_args(argv)
@@ -273,8 +323,13 @@ def plan_and_run(args):
         runs = plan_runs(args.cfg, args.grid, args.seeds, args.seed_start, args.project, args.opts)
     for message in dict.fromkeys(str(w.message) for w in caught):
         print(f"warning: {message}", file=sys.stderr)
+    options = slurm_options(args, cpus_default=runs[0].cfg.DATASET.NUM_WORKERS + 1)
+    if args.print_only and args.launcher != "local":
+        raise ConfigError(f"--print and --launcher {args.launcher} contradict each other; pass one of them")
     if args.print_only:
         return print_commands(runs, args.cfg)
+    if args.launcher != "local":
+        return submit_all(runs, args.cfg, args.launcher, options, args.debug, args.quiet)
     return run_all(runs, args.cfg, args.debug, args.quiet)
 
 

@@ -347,3 +347,46 @@ def test_end_to_end_sweep_on_synthetic_data(tmp_path, capsys):
         assert float(row["best_top1_mean"]) == pytest.approx(sum(f["best_acc"] for f in finals) / 2)
     for png in ("top1_curves.png", "top1_vs_SOLVER.LR.png"):
         assert (project / png).stat().st_size > 1000
+
+
+def tiny_sweep_config(tmp_path, epochs=1):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(
+        "EXPERIMENT:\n  NAME: tiny\n  PROJECT: jobs\n"
+        "DATASET:\n  TYPE: synthetic\n  NUM_WORKERS: 0\n  SYNTHETIC_SIZE: 16\n  SYNTHETIC_CLASSES: 10\n"
+        "  TEST:\n    BATCH_SIZE: 32\n"
+        "DISTILLER:\n  TYPE: NONE\n  STUDENT: resnet8\n  TEACHER: resnet8\n"
+        f"SOLVER:\n  EPOCHS: {epochs}\n  BATCH_SIZE: 16\n  DEVICE: cpu\n  LR_DECAY_STAGES: [5]\n"
+        f"LOG:\n  PREFIX: '{tmp_path / 'out'}'\n  WANDB: False\n  TENSORBOARD: False\n  PROGRESS: False\n")
+    return str(path)
+
+
+def test_submitit_local_launcher_runs_the_grid_as_jobs(tmp_path, capsys):
+    pytest.importorskip("submitit")
+    argv = ["--cfg", tiny_sweep_config(tmp_path), "--grid", "SOLVER.LR=0.01,0.1", "--launcher", "submitit-local"]
+    assert sweep.main(argv) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == \
+        "sweep: 2 runs: 2 trained, 0 skipped (finished), 0 failed"
+    project = tmp_path / "out" / "jobs"
+    for name in ("tiny_lr0.01_seed0", "tiny_lr0.1_seed0"):  # both run folders complete
+        assert {"config.yaml", "provenance.json", "worklog.txt", "metrics.jsonl", "latest", "student_best"} <= \
+            set(os.listdir(project / name))
+        assert [r["epoch"] for r in summarize.read_metrics(project / name)] == [1]
+    assert any(f.endswith("_log.out") for f in os.listdir(project / "jobs"))  # submitit's logs, beside the runs
+
+
+def test_a_requeued_sweep_job_resumes_its_run_folder(tmp_path):
+    """submitit's checkpointing protocol: the job preempted is requeued as itself, and it
+    continues its run with --resume from the last committed epoch."""
+    pytest.importorskip("submitit")
+    from mdistiller.engine import run as run_mod
+
+    cfg = tiny_sweep_config(tmp_path, epochs=2)
+    (run,) = sweep.plan_runs(cfg)
+    job = sweep.SweepJob(cfg, run, quiet=True)
+    assert run_mod.train(cfg, run.opts + ["SOLVER.EPOCHS", "1"], quiet=True) == 0  # killed after epoch 1
+    assert run.state() == "resume"
+    requeued = job.checkpoint()
+    assert requeued.function is job
+    assert requeued.function() == 0
+    assert [r["epoch"] for r in summarize.read_metrics(run.folder)] == [1, 2] and run.state() == "done"

@@ -23,7 +23,7 @@ from typing import Callable
 import pytest
 
 from mdistiller.cli import benchmark, demo, download, eval as eval_cli, export as export_cli, make_image_folder
-from mdistiller.cli import summarize, sweep
+from mdistiller.cli import summarize, sweep, tune
 from mdistiller.cli.train import main as train_main
 from mdistiller.runs import folder as runfolder
 from mdistiller.runs.checkpoint import load_checkpoint
@@ -32,7 +32,7 @@ from tests.engine.helpers import make_teacher, metrics, run_dir, tiny_argv
 from tests.reliability.faults import Faults, SimulatedKill, fixed_accuracy, same_weights, snapshot, student_weights
 
 # every tool of tools/ (train.py and train_ours.py are the one tool "train"; download_ckpts.py is "download")
-TOOLS = {"train": train_main, "eval": eval_cli.main, "summarize": summarize.main, "sweep": sweep.main,
+TOOLS = {"train": train_main, "eval": eval_cli.main, "summarize": summarize.main, "sweep": sweep.main, "tune": tune.main,
          "download": download.main, "benchmark": benchmark.main, "demo": demo.main,
          "make_image_folder": make_image_folder.main, "export": export_cli.main}
 FAST = ["LOG.TENSORBOARD", "False", "DATASET.SYNTHETIC_SIZE", "32", "DATASET.TEST.BATCH_SIZE", "64"]
@@ -190,6 +190,26 @@ def _images(name, *args, pattern):
 
 def _bench(name, *args, pattern):
     return Bad(f"benchmark {name}", "benchmark", lambda env: list(args), pattern)
+
+
+def tune_argv(env, *opts, trials="2", space=("SOLVER.LR=float:0.01:0.1",)):
+    """A tune.py command on a config with a holdout, its study under env.tmp."""
+    cfg = env.file("tune.yaml", "DATASET:\n  HOLDOUT: 0.25\n")
+    argv = ["--cfg", cfg] + [x for s in space for x in ("--space", s)] + (["--trials", trials] if trials else [])
+    return argv + ["LOG.PREFIX", str(env.tmp / "tuneout")] + list(opts)
+
+
+def orphan_trials(env):
+    """A study folder holding a trial folder but no study.db (under inputs/: made by the case)."""
+    prefix = env.tmp / "inputs" / "orphan"
+    (prefix / "distill" / "lost" / "trial_0000").mkdir(parents=True, exist_ok=True)
+    return ["--study", "lost"] + tune_argv(env, "LOG.PREFIX", str(prefix))
+
+
+def no_module(env, name, argv):
+    """``argv``, with the optional package ``name`` made unimportable."""
+    env.patch.setitem(sys.modules, name, None)
+    return argv
 
 
 BAD_INPUTS = [
@@ -471,6 +491,83 @@ BAD_INPUTS = [
         r"unknown config key 'SOLVER.LRR'"),
     Bad("sweep odd overrides", "sweep", lambda env: ["--cfg", env.file("s.yaml", "{}"), "--print", "SOLVER.LR"],
         r"odd number"),
+    # sweep --launcher (#24)
+    Bad("sweep launcher unknown", "sweep", lambda env: ["--cfg", env.file("s.yaml", "{}"), "--launcher", "pbs"],
+        r"argument --launcher: invalid choice: 'pbs'"),
+    Bad("sweep array parallelism 0", "sweep",
+        lambda env: ["--cfg", env.file("s.yaml", "{}"), "--launcher", "slurm", "--slurm-array-parallelism", "0"],
+        r"argument --slurm-array-parallelism: must be an integer >= 1"),
+    Bad("sweep slurm extra malformed", "sweep",
+        lambda env: ["--cfg", env.file("s.yaml", "{}"), "--launcher", "slurm", "--slurm-extra", "account"],
+        r"--slurm-extra 'account' must look like KEY=VALUE"),
+    Bad("sweep partition without slurm", "sweep",
+        lambda env: ["--cfg", env.file("s.yaml", "{}"), "--slurm-partition", "gpu"],
+        r"--slurm-partition is a SLURM option; add --launcher slurm"),
+    Bad("sweep print with a launcher", "sweep",
+        lambda env: ["--cfg", env.file("s.yaml", "{}"), "--print", "--launcher", "submitit-local"],
+        r"--print and --launcher submitit-local contradict"),
+    Bad("sweep time 0", "sweep", lambda env: ["--cfg", env.file("s.yaml", "{}"), "--launcher", "slurm", "--time", "0"],
+        r"argument --time: must be an integer >= 1"),
+    Bad("sweep gpus -1", "sweep",
+        lambda env: ["--cfg", env.file("s.yaml", "{}"), "--launcher", "slurm", "--gpus-per-job", "-1"],
+        r"argument --gpus-per-job: must be an integer >= 0"),
+    Bad("sweep cpus 0", "sweep", lambda env: ["--cfg", env.file("s.yaml", "{}"), "--launcher", "slurm",
+                                              "--cpus-per-job", "0"], r"argument --cpus-per-job: must be an integer >= 1"),
+    Bad("sweep submitit missing", "sweep", lambda env: no_module(env, "submitit", [
+        "--cfg", env.file("s.yaml", "{}"), "--launcher", "submitit-local"]),
+        r"needs submitit.*pip install -e \.\[slurm\]"),
+    # tune (#24)
+    Bad("tune no cfg", "tune", lambda env: ["--space", "SOLVER.LR=float:0.01:0.1", "--trials", "2"],
+        r"the following arguments are required: --cfg"),
+    Bad("tune no holdout", "tune", lambda env: tune_argv(env, "DATASET.HOLDOUT", "0"),
+        r"DATASET.HOLDOUT is 0: tune.py selects on the holdout split"),
+    Bad("tune trials 0", "tune", lambda env: tune_argv(env, trials="0"), r"argument --trials: must be an integer >= 1"),
+    Bad("tune trials abc", "tune", lambda env: tune_argv(env, trials="abc"), r"argument --trials: must be"),
+    Bad("tune no trials", "tune", lambda env: tune_argv(env, trials=None), r"--trials is required"),
+    Bad("tune workers 0", "tune", lambda env: ["--workers", "0"] + tune_argv(env),
+        r"argument --workers: must be an integer >= 1"),
+    Bad("tune prune unknown", "tune", lambda env: ["--prune", "mean"] + tune_argv(env),
+        r"argument --prune: invalid choice: 'mean'"),
+    Bad("tune launcher unknown", "tune", lambda env: ["--launcher", "pbs"] + tune_argv(env),
+        r"argument --launcher: invalid choice: 'pbs'"),
+    Bad("tune no space", "tune", lambda env: tune_argv(env, space=()), r"no --space given"),
+    Bad("tune space without =", "tune", lambda env: tune_argv(env, space=("SOLVER.LR",)),
+        r"--space 'SOLVER.LR' must look like KEY=SPEC"),
+    Bad("tune space unknown kind", "tune", lambda env: tune_argv(env, space=("SOLVER.LR=normal:0:1",)),
+        r"unknown kind 'normal'"),
+    Bad("tune space unknown key", "tune", lambda env: tune_argv(env, space=("SOLVER.LRR=float:0.1:0.2",)),
+        r"SOLVER.LRR"),
+    Bad("tune space log from 0", "tune", lambda env: tune_argv(env, space=("SOLVER.LR=float:0:0.1:log",)),
+        r"a log range needs LOW > 0"),
+    Bad("tune space bad value", "tune", lambda env: tune_argv(env, space=("SOLVER.EPOCHS=int:0:3",)),
+        r"--space SOLVER.EPOCHS=int:0:3: .*SOLVER.EPOCHS"),
+    Bad("tune space reserved key", "tune", lambda env: tune_argv(env, space=("EXPERIMENT.NAME=choice:a;b",)),
+        r"EXPERIMENT.NAME is set by tune.py"),
+    Bad("tune space and override", "tune", lambda env: tune_argv(env, "SOLVER.LR", "0.1"),
+        r"SOLVER.LR is given more than once"),
+    Bad("tune name override", "tune", lambda env: tune_argv(env, "EXPERIMENT.NAME", "x"),
+        r"EXPERIMENT.NAME is set by tune.py"),
+    Bad("tune study with a slash", "tune", lambda env: ["--study", "a/b"] + tune_argv(env),
+        r"--study 'a/b' is not a valid folder name"),
+    Bad("tune bad storage", "tune", lambda env: ["--storage", "nosuchdb://x"] + tune_argv(env), r"--storage nosuchdb://x"),
+    Bad("tune report of no study", "tune", lambda env: ["--report"] + tune_argv(env, trials=None),
+        r"no study folder .*run tune.py with --trials first"),
+    Bad("tune trials without study.db", "tune", orphan_trials, r"holds trial folders but no study.db"),
+    Bad("tune partition without slurm", "tune", lambda env: ["--slurm-partition", "gpu"] + tune_argv(env),
+        r"--slurm-partition is a SLURM option; add --launcher slurm"),
+    Bad("tune gpus -1", "tune", lambda env: ["--gpus-per-job", "-1"] + tune_argv(env),
+        r"argument --gpus-per-job: must be an integer >= 0"),
+    Bad("tune cpus 0", "tune", lambda env: ["--launcher", "slurm", "--cpus-per-job", "0"] + tune_argv(env),
+        r"argument --cpus-per-job: must be an integer >= 1"),
+    Bad("tune time abc", "tune", lambda env: ["--launcher", "slurm", "--time", "abc"] + tune_argv(env),
+        r"argument --time: must be an integer >= 1"),
+    Bad("tune slurm extra malformed", "tune", lambda env: ["--launcher", "slurm", "--slurm-extra", "=x"] +
+        tune_argv(env), r"--slurm-extra '=x' must look like KEY=VALUE"),
+    Bad("tune cpus without slurm", "tune", lambda env: ["--cpus-per-job", "4"] + tune_argv(env),
+        r"--cpus-per-job is a SLURM option; add --launcher slurm"),
+    Bad("tune odd overrides", "tune", lambda env: tune_argv(env, "SOLVER.EPOCHS"), r"odd number"),
+    Bad("tune optuna missing", "tune", lambda env: no_module(env, "optuna", tune_argv(env)),
+        r"needs optuna.*pip install -e \.\[tune\]"),
     # download (#21)
     Bad("download timeout 0", "download", lambda env: ["--timeout", "0", "--dest", str(env.tmp / "d")],
         r"argument --timeout: must be a number > 0"),
