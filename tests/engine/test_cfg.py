@@ -1,6 +1,7 @@
 """Config loading: defaults, _BASE_ inheritance, overrides, errors, legacy KD.* keys,
 and a property-based test of the override path."""
 
+import ast
 import math
 import warnings
 
@@ -10,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from yacs.config import CfgNode as CN
 
-from mdistiller.config.load import CFG, ConfigWarning, load_cfg, merge_dict
+from mdistiller.config.load import CFG, STR_OR_LIST_KEYS, ConfigWarning, load_cfg, merge_dict
 from mdistiller.utils.errors import ConfigError
 
 
@@ -179,6 +180,13 @@ def _same(a, b):
     return a == b and (type(a) is type(b) or {type(a), type(b)} <= {int, float})
 
 
+def _literal(text):
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, MemoryError, RecursionError, TypeError):
+        return None
+
+
 def _check_read_back(cfg, given):
     for key, value in given.items():
         node = cfg
@@ -186,6 +194,9 @@ def _check_read_back(cfg, given):
             node = node[p]
         default = ALL_KEYS[key]
         assert _same(node, value), (key, node, value)
+        if key in STR_OR_LIST_KEYS and isinstance(node, list):  # several teachers: a list of str
+            assert all(isinstance(v, str) for v in node), (key, node)
+            continue
         # the type read back is the key's type; the only conversion is int -> float
         assert type(node) is type(default), (key, type(node), type(default))
         if type(value) is not type(default):
@@ -239,6 +250,8 @@ def test_random_command_line_overrides(pairs):
         opts += [key, text]
         # a str key takes the text as typed; other keys decode it as a Python literal
         expected[key] = text if isinstance(ALL_KEYS[key], str) else value
+        if key in STR_OR_LIST_KEYS and isinstance(_literal(text), list):
+            expected[key] = _literal(text)  # the teacher keys also take a list literal
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -252,3 +265,9 @@ def test_random_command_line_overrides(pairs):
             continue  # may be rewritten by the reference-key translation (tested above)
         given[key] = value
     _check_read_back(cfg, given)
+
+
+def test_teacher_keys_take_a_list_literal_from_the_command_line():
+    cfg = load_cfg(None, ["DISTILLER.TEACHER", "['0']"])
+    assert cfg.DISTILLER.TEACHER == ["0"]
+    assert load_cfg(None, ["DISTILLER.TEACHER", "resnet20"]).DISTILLER.TEACHER == "resnet20"
