@@ -8,7 +8,9 @@ executor and ``slurm`` to its SLURM executor: a job array for a sweep (at most
 ``--slurm-array-parallelism`` at once), one job per tuning worker. A job hit by preemption or its
 time limit is checkpointed and requeued by submitit's protocol (:meth:`Job.checkpoint`): a
 sweep's run continues with ``--resume`` from its run folder; a tuning worker marks its running
-trial failed (its folder can be resumed) and continues the study. submitit's logs go to
+trial failed and enqueues a trial with the same values that continues that trial's run folder
+with ``--resume`` (:func:`~mdistiller.tune.study.continue_later`); the requeued worker, or any
+other, takes it first. submitit's logs go to
 ``<sweep or study folder>/jobs``.
 """
 
@@ -23,7 +25,7 @@ from ..runs.loggers import setup_logging
 from ..utils.errors import ConfigError, user_errors
 from ..utils.threads import usable_cpus
 from . import pruning, require
-from .study import fail, run_worker
+from .study import continue_later, fail, run_worker
 
 log = logging.getLogger("mdistiller.launch")
 
@@ -61,10 +63,11 @@ class TuneJob(Job):
 
     def on_preempt(self):
         reporter = pruning.ACTIVE
-        if reporter is not None:  # the running trial: failed, its run folder resumable
+        if reporter is not None:  # the running trial: failed, and continued in its run folder
             t = reporter.trial
             t.set_user_attr("preempted", True)
             fail(t.study, t.number)
+            continue_later(t.study, t)
 
 
 @dataclass

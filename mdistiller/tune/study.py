@@ -214,6 +214,18 @@ def fail(study, number):
         study.tell(number, state=_optuna().trial.TrialState.FAIL)
 
 
+def continue_later(study, trial):
+    """Enqueue a trial with ``trial``'s values that trains in ``trial``'s run folder (resuming
+    it): how a preempted worker's trial goes on after the job is requeued. Optuna takes
+    enqueued trials first."""
+    study.enqueue_trial(dict(trial.params), user_attrs={"continues": trial.user_attrs.get("continues", trial.number)})
+
+
+def folder_number(trial):
+    """The trial number naming ``trial``'s run folder: its own, or the one it continues."""
+    return trial.user_attrs.get("continues", trial.number)
+
+
 class Surplus(Exception):
     """The study had its N trials when this one was asked for (a race between workers)."""
 
@@ -246,9 +258,10 @@ def run_trial(spec, study, trial):
         trial.set_user_attr("surplus", True)
         raise Surplus(f"trial {trial.number}: the study has its {spec.trials} trials; not run")
     params = {p.key: p.sample(trial) for p in params_of(spec)}
-    run_dir = spec.trial_dir(trial.number)
+    folder = folder_number(trial)  # a continued trial trains in the folder it continues
+    run_dir = spec.trial_dir(folder)
     trial.set_user_attr("run_dir", run_dir)
-    opts = spec.trial_opts(trial.number, params)
+    opts = spec.trial_opts(folder, params)
     log.info(f"trial {trial.number}: {' '.join(f'{k}={v}' for k, v in params.items())} in {run_dir}")
     reporter = pruning.Reporter(trial, prune=spec.prune != "none")
     pruning.ACTIVE = reporter
@@ -319,7 +332,7 @@ def trial_rows(spec, study):
     for t in study.get_trials(deepcopy=False):
         if t.user_attrs.get("surplus"):
             continue
-        run_dir = spec.trial_dir(t.number)
+        run_dir = spec.trial_dir(folder_number(t))
         records = read_metrics(run_dir)
         chosen = select_epoch(records, HOLDOUT)
         rows.append({"number": t.number, "state": t.state.name, "params": dict(t.params),
@@ -327,7 +340,8 @@ def trial_rows(spec, study):
                      "val_acc": chosen["val_acc"] if chosen else None,
                      "test_acc": chosen["test_acc"] if chosen else None,
                      "epoch": chosen["epoch"] if chosen else None,
-                     "epochs": records[-1]["epoch"] if records else 0, "run_dir": run_dir})
+                     "epochs": records[-1]["epoch"] if records else 0, "run_dir": run_dir,
+                     "folder": folder_number(t)})
     return rows
 
 
@@ -398,10 +412,11 @@ def report(spec, out=None):
           + (f", {running} running" if running else ""), file=out)
     if rows:
         print(format_table(rows, keys), file=out)
+    continued = {r["folder"] for r in rows if r["folder"] != r["number"]}  # taken on by a later trial
     for r in rows:
-        if r["state"] == "FAIL" and os.path.isfile(os.path.join(r["run_dir"], "latest")):
+        if r["state"] == "FAIL" and r["number"] not in continued and os.path.isfile(os.path.join(r["run_dir"], "latest")):
             print(f"trial {r['number']} failed; resume its run folder with: "
-                  f"{spec.resume_command(r['number'], r['params'])}", file=out)
+                  f"{spec.resume_command(r['folder'], r['params'])}", file=out)
     complete = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
     if not complete:
         print("no complete trial yet: no best parameters", file=out)

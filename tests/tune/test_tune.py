@@ -170,8 +170,18 @@ def test_submitit_local_workers_and_the_preemption_protocol(tmp_path, capsys):
     finally:
         pruning.ACTIVE = None
     assert requeued.function is job
-    frozen = load_study(tmp_path, "jobs").get_trials()[-1]
+    frozen = load_study(tmp_path, "jobs").get_trials()[trial.number]
     assert frozen.state == S.FAIL and frozen.user_attrs["preempted"]
+    # ... and a trial with its values is enqueued that continues its run folder: the requeued
+    # worker takes it first and trains in trial_<preempted>, not a folder of its own
+    waiting = load_study(tmp_path, "jobs").get_trials(states=(S.WAITING,))
+    assert [t.user_attrs["continues"] for t in waiting] == [frozen.number]
+    assert requeued.function() == 0
+    last = load_study(tmp_path, "jobs").get_trials()[-1]
+    assert last.state == S.COMPLETE and last.number == frozen.number + 1
+    assert last.user_attrs["run_dir"] == spec.trial_dir(frozen.number)
+    assert last.value == folder_best(spec.trial_dir(frozen.number))
+    assert not os.path.exists(spec.trial_dir(last.number))
 
 
 def test_two_workers_racing_for_the_last_trial_make_no_extra_one(tmp_path):
