@@ -303,12 +303,13 @@ def test_compiled_step_equals_eager_step(models, spec, raw_batch, monkeypatch):
     Under ``ATEN_CPU_CAPABILITY=default`` inductor (torch 2.14) still emits vectorized C++
     that its own build does not declare (``'at::vec' has not been declared``), so compiling
     fails whatever the model; the test then asks inductor for scalar code (``cpp.simdlen 1``).
-    Under ``ONEDNN_MAX_CPU_ISA`` it uses an inductor cache of that setting's own: inductor's
-    on-disk cache key leaves oneDNN's ISA out, and kernels cached without the cap abort the
-    process under it (torch 2.14; a fresh cache passes)."""
-    isa = os.environ.get("ONEDNN_MAX_CPU_ISA")
+    Under ``ONEDNN_MAX_CPU_ISA`` or ``ATEN_CPU_CAPABILITY`` it uses an inductor cache of that
+    setting's own: inductor's on-disk cache key leaves these settings out, and kernels cached
+    under another one abort the process or raise from the kernel (torch 2.14, measured on an
+    AMD EPYC; a fresh cache passes under each)."""
+    isa = "_".join(f"{k}-{os.environ[k]}" for k in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY") if os.environ.get(k))
     if isa:
-        monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"torchinductor_onednn_{isa}"))
+        monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"torchinductor_{isa}"))
     if os.environ.get("ATEN_CPU_CAPABILITY", "").lower() == "default":
         import torch._inductor.config as inductor_config
 
