@@ -17,7 +17,7 @@ import warnings
 
 from ..config.load import load_cfg
 from ..engine.run import train
-from ..engine.selection import describe, select_epoch, selected_on
+from ..runs.selection import describe, select_epoch, selected_on
 from ..export.cost import run_cost
 from ..runs.folder import run_dir_of
 from ..runs.loggers import read_metrics, setup_logging

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 from ..config.load import load_cfg
 from ..dataset import build_batch_transform, get_dataset
 from ..engine.build import teacher_checkpoint_path
-from ..engine.selection import TEST, describe
+from ..runs.selection import TEST, describe
 from ..engine.trainer import evaluate
 from ..export.formats import format_of, load_exported
 from ..export.run_export import CHECKPOINTS, in_batches

@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 import yaml
 
 from ..config.load import ConfigWarning, cfg_to_dict, load_cfg
-from ..engine.selection import HOLDOUT, select_epoch
+from ..runs.selection import HOLDOUT, select_epoch
 from ..export.cost import run_cost
 from ..runs.loggers import read_metrics
 from ..utils.errors import ConfigError, DataError, MdistillerError

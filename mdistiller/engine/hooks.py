@@ -73,7 +73,7 @@ from ..solver.lr_schedule import lr_at, lr_at_step  # noqa: F401 (lr_at: re-expo
 from ..utils.errors import ConfigError, NonFiniteLossError
 from ..utils.registry import Registry
 from ..utils.runtime import rng_state
-from .selection import describe, improves, report, selection_key
+from ..runs.selection import describe, improves, report, selection_key
 
 try:
     from tqdm.auto import tqdm
@@ -349,7 +349,7 @@ class Evaluation(HookBase):
 
 class BestEpoch(HookBase):
     """The run's record of finished epochs, on every rank: the selected epoch so far
-    (:mod:`mdistiller.engine.selection`: the highest ``val_acc`` with a holdout, ties to the
+    (:mod:`mdistiller.runs.selection`: the highest ``val_acc`` with a holdout, ties to the
     earliest; else the highest ``test_acc``, ties to the latest), its test top-1 as
     ``best_acc``, its selection score ``best_score``, and the history of metrics kept in
     every checkpoint. Puts ``best_acc`` and ``selected_epoch`` in the epoch's metrics."""
@@ -397,7 +397,7 @@ class Checkpointer(HookBase):
     """Commit the epoch (rank 0), after every other hook ran ``after_val_epoch``: ``latest``
     with the metrics history and every hook's state, and mdistiller's side files
     student_latest, epoch_N/student_N every SAVE_CHECKPOINT_FREQ epochs, best/student_best
-    when the epoch is selected (:mod:`~mdistiller.engine.selection`; the student files say on
+    when the epoch is selected (:mod:`~mdistiller.runs.selection`; the student files say on
     which split, ``selected_on``), all or none (:class:`~mdistiller.runs.folder.EpochCommit`)."""
 
     priority = COMMIT

@@ -33,7 +33,7 @@ from ..utils.runtime import derive_seed, provenance, seed_everything, set_determ
 from ..utils.threads import cpu_threads
 from . import build
 from .hooks import HardStop, StopRequested, check_hook_names, default_hooks, plugin_hooks
-from .selection import report
+from ..runs.selection import report
 from .trainer import Trainer
 
 log = logging.getLogger("mdistiller.train")

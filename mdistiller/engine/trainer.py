@@ -31,7 +31,7 @@ from ..utils.dist import wrap_ddp
 from ..utils.errors import ConfigError
 from ..utils.runtime import derive_seed, retain_host_memory, seed_everything, set_rng_state, topk_correct
 from .hooks import BestEpoch, EpochState, HardStop, StopRequested, default_hooks, loop_hooks  # noqa: F401 (re-exported)
-from .selection import selected_on
+from ..runs.selection import selected_on
 
 
 @torch.no_grad()

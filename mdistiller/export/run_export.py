@@ -29,6 +29,7 @@ from ..models import build_model
 from ..runs.checkpoint import file_sha256, load_checkpoint, load_model_weights
 from ..runs.folder import atomic_write_text, describe_os_error
 from ..runs.loggers import read_metrics
+from ..runs.selection import HOLDOUT, selected_on
 from ..utils.errors import CheckpointError, ConfigError, MdistillerError
 from ..utils.runtime import git_commit
 from .cost import count_flops, count_parameters
@@ -167,9 +168,9 @@ def run_accuracy(run_dir, epoch, obj=None):
     if holdout:
         acc["selected_holdout_top1"] = sel.get("val_acc")
     on = (obj or {}).get("selected_on") if isinstance(obj, dict) else None
-    acc["selected_on"] = on or ("holdout" if holdout else "test")
+    acc["selected_on"] = on or selected_on(holdout)
     acc["selection"] = ("holdout split of the training set (val_acc); the test figures are unbiased"
-                        if acc["selected_on"] == "holdout"
+                        if acc["selected_on"] == HOLDOUT
                         else "test set (no holdout split): the selected test top-1 is optimistic")
     return acc
 

@@ -30,7 +30,7 @@ import yaml
 
 from ..config.load import load_cfg
 from ..engine import run as run_mod
-from ..engine.selection import HOLDOUT, select_epoch
+from ..runs.selection import HOLDOUT, select_epoch
 from ..runs import folder as rf
 from ..runs.loggers import read_metrics
 from ..utils.checks import get_key
