@@ -290,6 +290,7 @@ def run(cfg, args, argv):
     folder = RunFolder(run_dir, args, is_main=os.environ.get("RANK", "0") == "0")
     started = False
     ctx = None
+    clean = False  # every rank ended the same way (finished, or stopped together)
     try:
         ctx = init_distributed(cfg.SOLVER.DEVICE)
         check_batch(cfg, ctx.world_size)
@@ -349,6 +350,7 @@ def run(cfg, args, argv):
                 rf.atomic_write_text(os.path.join(run_dir, NONFINITE_MARK), json.dumps({"error": str(e)}) + "\n")
             raise
         except StopRequested as stop:
+            clean = True  # the stop is agreed: every rank saved and left at the same step
             if ctx.is_main:
                 print(f"stopped by signal; saved '{stop.path}'; continue with: {command(args, ctx.world_size)}",
                       file=sys.stderr, flush=True)
@@ -356,6 +358,7 @@ def run(cfg, args, argv):
         finally:
             if logger is not None:
                 logger.close()
+        clean = True
         if ctx.is_main and trainer.stopped_after is not None:
             log.info(f"stopped after epoch {trainer.stopped_after} at a hook's request (committed); "
                      f"{report(best, trainer.best_epoch, trainer.selected_on)}; "
@@ -379,7 +382,7 @@ def run(cfg, args, argv):
     finally:
         folder.close(failed_early=not started)
         if ctx is not None:
-            shutdown_distributed()
+            shutdown_distributed(clean)
 
 
 @contextlib.contextmanager

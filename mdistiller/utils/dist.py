@@ -7,6 +7,7 @@ on SIGTERM) without synchronising the CUDA stream.
 """
 
 import datetime
+import gc
 import os
 from dataclasses import dataclass
 
@@ -108,9 +109,17 @@ def init_distributed(device_name):
                        control_group=control)
 
 
-def shutdown_distributed():
+def shutdown_distributed(clean=False):
+    """Tear the process groups down. After a ``clean`` end (every rank finished or stopped
+    together) the ranks first meet at a barrier, so none closes its connections while a peer
+    still uses them; then the groups and what still holds them (DDP's reducer) are released
+    while the interpreter is whole, not during its shutdown, where gloo's threads may abort
+    the process. An error path skips the barrier: a peer may never reach it."""
     if dist.is_available() and dist.is_initialized():
+        if clean:
+            dist.barrier()
         dist.destroy_process_group()
+        gc.collect()
 
 
 def wrap_ddp(module, ctx, ignore=None):
