@@ -40,7 +40,7 @@ CFG.DATASET.HOLDOUT_SEED = 0  # seed of the holdout split, independent of EXPERI
 CFG.DATASET.IMAGE_SIZE = 0  # imagefolder, tiny_imagenet: image side (32 = CIFAR-style pipeline); 0 = their default
 CFG.DATASET.TINY_IMAGENET_VIEW = "rotate_flip"  # tiny_imagenet training view: "rotate_flip" (upstream: RandomRotation(20) + flip, no crop) or "crop_flip" (4-pixel padded crop + flip)
 CFG.DATASET.AUG_ON_DEVICE = True  # build augmented views on the training device, after collation
-CFG.DATASET.DECODE = "cpu"  # imagenet/imagefolder decoding: cpu (workers, PIL) or device (CUDA: nvJPEG)
+CFG.DATASET.DECODE = "cpu"  # imagenet/imagefolder decoding: cpu (workers: libjpeg, PIL for other files) or device (CUDA: nvJPEG)
 CFG.DATASET.DECODE_DRAFT = True  # DECODE cpu: decode JPEGs at 1/2, 1/4 or 1/8 size (PIL draft) when the crops allow
 CFG.DATASET.SYNTHETIC_SIZE = 256  # number of training images of the synthetic dataset
 CFG.DATASET.SYNTHETIC_CLASSES = 10  # number of classes of the synthetic dataset

@@ -4,8 +4,9 @@ The workers hand over each image's bytes and its crop boxes (see
 :class:`~mdistiller.dataset.imagenet.ImageFolderDataset`); :class:`DeviceDecoder` decodes the
 batch with ``torchvision.io.decode_jpeg`` on the device (nvJPEG on CUDA; on a CPU device the
 same call runs on the CPU), cuts each box out and resizes it to the output size with
-torch's antialiased bilinear filter (PIL's filter; the worker path resizes with PIL itself,
-so the two agree to within a few grey levels: see ``docs/performance.md``). Without boxes
+torch's antialiased bilinear filter (the ``cpu`` workers decode and resize an RGB JPEG with
+the same calls, so on a CPU device the two agree to within one grey level: see
+``docs/performance.md``). Without boxes
 (validation) an image is resized to ``size * 256 / 224`` on its shorter side and
 centre-cropped. The result is what the ``cpu`` workers return (uint8 ``image`` and
 ``crop_strong``), so the flip, the strong view and the normalization follow unchanged.
@@ -17,24 +18,14 @@ another sample of the batch (its image, boxes, label and index) and named once i
 """
 
 import logging
-import warnings
 
 import torch
-from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms.v2 import functional as TF
 
 from ..utils.errors import DataError
-from .imagenet import open_rgb, val_side
+from .imagenet import decode_jpeg_rgb, open_rgb, val_side
 
 log = logging.getLogger("mdistiller.data")
-
-
-def _decode(data, device):
-    """``torchvision.io.decode_jpeg`` (one tensor or a list) to RGB on ``device``, without the
-    deprecation notice torchvision 0.29 gives for its image codecs."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
 
 
 class DeviceDecoder:
@@ -48,13 +39,13 @@ class DeviceDecoder:
     def decode(self, jpegs, paths):
         """Decoded uint8 (3, H, W) images on the device; None where no decoder reads the file."""
         try:
-            return list(_decode(jpegs, self.device))
+            return list(decode_jpeg_rgb(jpegs, self.device))
         except RuntimeError:  # one image spoils a batched call: decode one by one
             return [self.decode_one(data, path) for data, path in zip(jpegs, paths)]
 
     def decode_one(self, data, path):
         try:
-            return _decode(data, self.device)
+            return decode_jpeg_rgb(data, self.device)
         except RuntimeError:
             pass
         try:

@@ -7,11 +7,13 @@ two-view method a training item holds a second box drawn independently, from whi
 strong view is made (the reference builds its two views with two independent
 ``RandomResizedCrop(224)`` + flip pipelines). ``DATASET.DECODE`` says where decoding happens:
 
-- ``cpu`` (default): the workers decode with PIL and return uint8 crops (``image``, and
-  ``crop_strong``); the flip and normalization happen on the device. With
-  ``DATASET.DECODE_DRAFT`` a JPEG is decoded at 1/2, 1/4 or 1/8 of its size (PIL's
-  ``draft``, DCT scaling) when every crop of the item still has at least the output's
-  pixels; the boxes stay in the original image's coordinates.
+- ``cpu`` (default): the workers decode and return uint8 crops (``image``, and
+  ``crop_strong``); the flip and normalization happen on the device. A training JPEG in
+  RGB is decoded by libjpeg-turbo through ``torchvision.io.decode_jpeg`` (the pixels PIL
+  gives, without PIL's copies) and cropped and resized by torch's uint8 kernel; other
+  files go through PIL. With ``DATASET.DECODE_DRAFT`` a JPEG is decoded at 1/2, 1/4 or 1/8
+  of its size (PIL's ``draft``, DCT scaling) when every crop of the item still has at least
+  the output's pixels; the boxes stay in the original image's coordinates.
 - ``device``: the workers only read the file's bytes and its size (the header) and draw the
   boxes; the training device decodes the batch (:mod:`mdistiller.dataset.device_decode`:
   nvJPEG on CUDA) and crops and resizes there.
@@ -21,11 +23,13 @@ import copy
 import io
 import math
 import os
+import warnings
 
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.datasets import ImageFolder
+from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms import RandomResizedCrop
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
@@ -63,6 +67,15 @@ def draft_scale(width, height, min_side, needed):
     return next((s for s in DRAFT_SCALES if min_side / s >= needed and min(width, height) >= s), 1)
 
 
+def decode_jpeg_rgb(data, device="cpu"):
+    """``torchvision.io.decode_jpeg`` of one uint8 tensor of JPEG bytes (or a list) to RGB
+    uint8 (3, H, W) on ``device``, without the deprecation notice torchvision 0.29 gives for
+    its image codecs; raises RuntimeError for what libjpeg-turbo (nvJPEG on CUDA) refuses."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+
+
 def open_rgb(source, reduce=1, boxes_for=None):
     """PIL RGB image of a path or bytes; a JPEG decoded at 1/``reduce`` of its size (``draft``).
     ``boxes_for(height, width) -> (boxes, reduce)``, when given, is called with the header's
@@ -87,16 +100,22 @@ def open_rgb(source, reduce=1, boxes_for=None):
 def resized_crops(image, scale, boxes, size):
     """uint8 CHW tensors: each box ``(top, left, h, w)`` (original pixel coordinates) of a PIL
     ``image`` decoded at ``scale`` = (sx, sy) original pixels per pixel, resized to ``size``
-    squared with PIL's antialiased bilinear filter (crop then resize, as RandomResizedCrop)."""
+    squared with an antialiased bilinear filter (crop then resize, as RandomResizedCrop).
+
+    ``image`` may also be a uint8 (3, H, W) tensor at full size. A full-size image is cropped
+    and resized by torch's uint8 kernel (the one the ``device`` mode uses; it rounds like
+    PIL's filter to within one grey level and, on AVX2, takes about half PIL's time). A
+    reduced-size decode (``draft``) is resized by PIL from a float box in the decoded image's
+    coordinates, which keeps the crop's geometry exact."""
+    if isinstance(image, torch.Tensor) or scale == (1.0, 1.0):
+        pixels = image if isinstance(image, torch.Tensor) else TF.pil_to_tensor(image)
+        return [TF.resized_crop(pixels, top, left, h, w, [size, size], antialias=True).contiguous()
+                for top, left, h, w in boxes]
     sx, sy = scale
     out = []
     for top, left, h, w in boxes:
-        if scale == (1.0, 1.0):
-            crop = image.crop((left, top, left + w, top + h)).resize((size, size), Image.BILINEAR)
-        else:  # a float box in the decoded image's coordinates keeps the crop's geometry exact
-            box = (left / sx, top / sy, (left + w) / sx, (top + h) / sy)
-            crop = image.resize((size, size), Image.BILINEAR, box=box)
-        out.append(TF.pil_to_tensor(crop))
+        box = (left / sx, top / sy, (left + w) / sx, (top + h) / sy)
+        out.append(TF.pil_to_tensor(image.resize((size, size), Image.BILINEAR, box=box)))
     return out
 
 
@@ -122,7 +141,8 @@ class ImageFolderDataset(Dataset):
         self.folder = ImageFolder(root)
         self.targets = self.folder.targets
         self.train, self.views, self.size, self.decode, self.draft = train, 1, size, decode, draft
-        self.val_transform = v2.Compose([v2.Resize(val_side(size)), v2.CenterCrop(size), v2.PILToTensor()])
+        self.val_transform = v2.Compose([v2.PILToTensor(), v2.Resize(val_side(size), antialias=True),
+                                         v2.CenterCrop(size)])
         self.collate_fn = collate_encoded if decode == "device" else None
 
     def eval_view(self):
@@ -154,11 +174,20 @@ class ImageFolderDataset(Dataset):
             item["image"] = self.val_transform(image)
             return item
 
-        def boxes_for(height, width):  # drawn from the header's size, before decoding
-            boxes = self.boxes(height, width)
-            return boxes, self.reduction(width, height, min(min(b[2:]) for b in boxes), self.size)
-
-        image, scale, boxes = open_rgb(path, boxes_for=boxes_for)
+        with open(path, "rb") as f:
+            data = f.read()
+        with Image.open(io.BytesIO(data)) as im:  # the header: size, format and mode
+            (width, height), plain_jpeg = im.size, im.format == "JPEG" and im.mode == "RGB"
+        boxes = self.boxes(height, width)  # drawn from the header's size, before decoding
+        reduce = self.reduction(width, height, min(min(b[2:]) for b in boxes), self.size)
+        image, scale = None, (1.0, 1.0)
+        if plain_jpeg and reduce == 1:
+            try:
+                image = decode_jpeg_rgb(torch.frombuffer(bytearray(data), dtype=torch.uint8))
+            except RuntimeError:  # PIL below reads it, or says why it cannot
+                image = None
+        if image is None:
+            image, scale, _ = open_rgb(data, reduce)
         crops = resized_crops(image, scale, boxes, self.size)
         item["image"] = crops[0]
         if len(crops) == 2:

@@ -117,7 +117,10 @@ def shutdown_distributed(clean=False):
     the process. An error path skips the barrier: a peer may never reach it."""
     if dist.is_available() and dist.is_initialized():
         if clean:
-            dist.barrier()
+            try:
+                dist.barrier()
+            except RuntimeError:  # a peer failed after all (its own error says why); leave anyway
+                pass
         dist.destroy_process_group()
         gc.collect()
 

@@ -1,4 +1,4 @@
-"""DATASET.DECODE: the crop boxes' law, cpu (PIL, reduced-size decoding) against device
+"""DATASET.DECODE: the crop boxes' law, cpu (libjpeg or PIL, reduced-size decoding) against device
 (``torchvision.io.decode_jpeg`` on the training device, here the CPU) on the same boxes, and
 a mixed folder (CMYK, greyscale, PNG named .JPEG, truncated and unreadable files) trained
 with ``device``."""
@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 from torchvision.transforms import RandomResizedCrop
+from torchvision.transforms.v2 import functional as TF
 
 from mdistiller.dataset import build_batch_transform, build_loaders, get_dataset
 from mdistiller.dataset.bench import make_jpeg_folder, photo_like
@@ -21,9 +22,9 @@ from mdistiller.dataset.imagenet import (ImageFolderDataset, crop_box, draft_sca
 from mdistiller.engine.cfg import get_default_cfg
 from mdistiller.utils.errors import ConfigError
 
-#: device (decode_jpeg + torch's antialiased bilinear resize) against cpu (PIL decode + PIL's
-#: bilinear resize) on the CPU: the same libjpeg-turbo decode, resizes that round differently
-#: by at most one grey level
+#: torch's antialiased bilinear resize (device, and cpu for RGB JPEGs) against PIL's (cpu for
+#: other files and for reduced-size decodes), on the same libjpeg-turbo decode: they round
+#: differently by at most one grey level
 RESIZE_TOLERANCE = 1
 
 
@@ -132,6 +133,39 @@ def test_unreadable_files_are_replaced_and_others_fall_back_to_the_cpu(tmp_path,
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warned) == 2 and all(os.path.join(odd, "truncated.JPEG") in m or "garbage" in m for m in warned)
     assert sum("png.JPEG" in r.getMessage() and "1 such file" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_cpu_items_decode_rgb_jpegs_with_libjpeg_and_the_rest_with_pil(tmp_path, monkeypatch):
+    """A ``cpu`` training item decodes an RGB JPEG with ``decode_jpeg`` and crops it with
+    torch; CMYK and greyscale JPEGs and a PNG named .JPEG go through PIL; a truncated file is
+    refused with PIL's error, as before. Either way the crops are PIL's decode + PIL's
+    crop-and-resize of the same boxes to within one grey level (RESIZE_TOLERANCE)."""
+    import mdistiller.dataset.imagenet as imagenet
+
+    write_mixed_folder(str(tmp_path))
+    ds = ImageFolderDataset(os.path.join(str(tmp_path), "train"), True, size=32, decode="cpu")
+    ds.set_views(2)
+    used = []
+    real = imagenet.decode_jpeg_rgb
+    monkeypatch.setattr(imagenet, "decode_jpeg_rgb", lambda data, device="cpu": used.append(1) or real(data, device))
+    for i, (path, _) in enumerate(ds.folder.samples):
+        name = os.path.basename(path)
+        used.clear()
+        torch.manual_seed(i)
+        if name in ("truncated.JPEG", "garbage.JPEG"):
+            with pytest.raises(OSError):
+                ds[i]
+            continue
+        item = ds[i]
+        assert bool(used) == (name not in ("cmyk.JPEG", "grey.JPEG", "png.JPEG")), name
+        with Image.open(path) as im:
+            image = im.convert("RGB")
+        torch.manual_seed(i)  # the same two draws, from the header's size
+        boxes = [crop_box(image.height, image.width) for _ in range(2)]
+        for key, (top, left, h, w) in zip(("image", "crop_strong"), boxes):
+            pil = TF.pil_to_tensor(image.crop((left, top, left + w, top + h)).resize((32, 32), Image.BILINEAR))
+            assert item[key].shape == (3, 32, 32) and item[key].is_contiguous()
+            assert (item[key].int() - pil.int()).abs().max() <= RESIZE_TOLERANCE, (name, key)
 
 
 def test_a_mixed_folder_trains_with_device_decoding(tmp_path, caplog):
