@@ -23,7 +23,7 @@ import torch
 from torchvision.transforms.v2 import functional as TF
 
 from ..utils.errors import DataError
-from .imagenet import decode_jpeg_rgb, open_rgb, val_side
+from .imagenet import IMAGE_ERRORS, decode_jpeg_rgb, open_rgb, val_side
 
 log = logging.getLogger("mdistiller.data")
 
@@ -50,7 +50,7 @@ class DeviceDecoder:
             pass
         try:
             image = TF.pil_to_tensor(open_rgb(data.numpy().tobytes())[0]).to(self.device, non_blocking=True)
-        except (OSError, ValueError, SyntaxError):
+        except IMAGE_ERRORS:
             if path not in self.unreadable:
                 self.unreadable.add(path)
                 log.warning(f"device decode: neither the device decoder nor PIL reads '{path}'; another sample of "

@@ -23,7 +23,7 @@ from torchvision.transforms import v2
 
 from ..utils.errors import ConfigError, DataError
 from .base import DatasetSpec, register_dataset
-from .imagenet import MEAN, STD, ImageFolderDataset, check_decode
+from .imagenet import IMAGE_ERRORS, MEAN, STD, ImageFolderDataset, check_decode, unreadable_image
 
 DEFAULT_SIZE = 224
 CIFAR_SIZE = 32
@@ -46,9 +46,8 @@ class ImageListDataset(Dataset):
         try:
             with Image.open(path) as im:
                 image = self.transform(im.convert("RGB"))
-        except (OSError, ValueError, SyntaxError) as e:  # PIL's errors for a corrupt or truncated image
-            raise DataError(f"image '{path}' cannot be read ({type(e).__name__}: {str(e).strip()[:200]}); "
-                            f"replace or remove it") from None
+        except IMAGE_ERRORS as e:
+            raise unreadable_image(path, e) from None
         return {"image": image, "target": target, "index": i}
 
 

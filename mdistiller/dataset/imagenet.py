@@ -23,6 +23,7 @@ import copy
 import io
 import math
 import os
+import re
 import warnings
 
 import torch
@@ -74,6 +75,16 @@ def decode_jpeg_rgb(data, device="cpu"):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+
+
+#: what PIL raises for a missing, corrupt, truncated or oversized image
+IMAGE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+
+def unreadable_image(path, error):
+    """The one-line error naming an image no decoder reads, and what to do."""
+    detail = re.sub(r" ?<_io\.BytesIO object at 0x[0-9a-f]+>", "", str(error)).strip()  # the path says which
+    return DataError(f"image '{path}' cannot be read ({type(error).__name__}: {detail[:200]}); replace or remove it")
 
 
 def open_rgb(source, reduce=1, boxes_for=None):
@@ -167,6 +178,13 @@ class ImageFolderDataset(Dataset):
         path, target = self.folder.samples[i]
         if self.decode == "device":
             return self.encoded_item(path, target, i)
+        try:
+            return self.decoded_item(path, target, i)
+        except IMAGE_ERRORS as e:
+            raise unreadable_image(path, e) from None
+
+    def decoded_item(self, path, target, i):
+        """The ``cpu`` mode's item: the crops (training) or the centre view (validation)."""
         item = {"target": target, "index": i}
         if not self.train:
             side = val_side(self.size)
@@ -210,7 +228,7 @@ class ImageFolderDataset(Dataset):
                 with Image.open(io.BytesIO(data)) as im:
                     width, height = im.size
                 boxes = self.boxes(height, width)
-            except (OSError, ValueError, Image.DecompressionBombError):
+            except IMAGE_ERRORS:
                 boxes = [(0, 0, 0, 0)] * (2 if self.views == 2 else 1)
             item["box"] = boxes[0]
             if len(boxes) == 2:

@@ -20,7 +20,7 @@ from mdistiller.dataset.bench import make_jpeg_folder, photo_like
 from mdistiller.dataset.device_decode import DeviceDecoder
 from mdistiller.dataset.imagenet import (ImageFolderDataset, crop_box, draft_scale, open_rgb, resized_crops)
 from mdistiller.engine.cfg import get_default_cfg
-from mdistiller.utils.errors import ConfigError
+from mdistiller.utils.errors import ConfigError, DataError
 
 #: torch's antialiased bilinear resize (device, and cpu for RGB JPEGs) against PIL's (cpu for
 #: other files and for reduced-size decodes), on the same libjpeg-turbo decode: they round
@@ -152,9 +152,10 @@ def test_cpu_items_decode_rgb_jpegs_with_libjpeg_and_the_rest_with_pil(tmp_path,
         name = os.path.basename(path)
         used.clear()
         torch.manual_seed(i)
-        if name in ("truncated.JPEG", "garbage.JPEG"):
-            with pytest.raises(OSError):
+        if name in ("truncated.JPEG", "garbage.JPEG"):  # refused in one line naming the file
+            with pytest.raises(DataError, match=f"image '{path}' cannot be read .*; replace or remove it") as err:
                 ds[i]
+            assert "BytesIO" not in str(err.value)
             continue
         item = ds[i]
         assert bool(used) == (name not in ("cmyk.JPEG", "grey.JPEG", "png.JPEG")), name
