@@ -69,9 +69,10 @@ def build_one_teacher(cfg, family, num_classes, image_size, name, ckpt):
                                   f"checkpoint file inside it")
         if not os.path.isfile(path):
             raise CheckpointError(f"teacher checkpoint '{path}' not found; {CKPT_FIX}")
-        verify_recorded_sha256(path)
+        checked = verify_recorded_sha256(path)
         load_model_weights(teacher, path, name, part="student")
         teacher.checkpoint_path = path  # its SHA-256 is recorded in the run folder (teacher.json)
+        teacher.checkpoint_sha256 = checked  # already computed when SHA256SUMS records the file
     if size:
         check_input_size(teacher, size, name)
     if d.TEACHER_INPUT_SIZE and d.TEACHER_INPUT_SIZE != image_size:

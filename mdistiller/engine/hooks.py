@@ -69,7 +69,7 @@ import torch
 
 from ..runs.checkpoint import save_checkpoint
 from ..runs.folder import EpochCommit
-from ..solver.lr_schedule import lr_at, lr_at_step  # noqa: F401 (lr_at: re-exported)
+from ..solver.lr_schedule import lr_at_step
 from ..utils.errors import ConfigError, NonFiniteLossError
 from ..utils.registry import Registry
 from ..utils.runtime import rng_state
@@ -287,16 +287,17 @@ class EMA(HookBase):
         names = [n for n in dst if n in src]
         floats = [n for n in names if dst[n].is_floating_point()]
         self.avg = ([dst[n] for n in floats], [src[n] for n in floats])
-        self.copy = [(dst[n], src[n]) for n in names if not dst[n].is_floating_point()]
+        ints = [n for n in names if not dst[n].is_floating_point()]
+        self.copy = ([dst[n] for n in ints], [src[n] for n in ints])
 
     @torch.no_grad()
     def after_train_iter(self):
         d = self.trainer.cfg.SOLVER.EMA
         ema, w = self.avg
         torch._foreach_mul_(ema, d)
-        torch._foreach_add_(ema, [x.detach() for x in w], alpha=1.0 - d)
-        for a, b in self.copy:
-            a.copy_(b)
+        torch._foreach_add_(ema, w, alpha=1.0 - d)  # under no_grad: the parameters themselves
+        if self.copy[0]:
+            torch._foreach_copy_(*self.copy)
 
     def after_train_epoch(self):
         t = self.trainer
@@ -560,10 +561,10 @@ class SignalStop(HookBase):
         self.old = {}
 
 
-def loop_hooks(cfg=None):
+def loop_hooks(cfg):
     """The hooks every trainer has: the learning rate, the validation, the EMA of the
     student when ``SOLVER.EMA`` > 0, the best epoch and history (:attr:`Trainer.loop_hooks`)."""
-    ema = [EMA()] if cfg is not None and cfg.SOLVER.EMA > 0 else []
+    ema = [EMA()] if cfg.SOLVER.EMA > 0 else []
     return [LRSchedule(), Evaluation()] + ema + [BestEpoch()]
 
 

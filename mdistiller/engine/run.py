@@ -219,7 +219,8 @@ def teacher_record(run_dir, distiller, args, resume):
     path = getattr(distiller.teacher, "checkpoint_path", None) if distiller.teacher is not None else None
     if not path:
         return None, None
-    now = {"path": os.path.abspath(path), "sha256": file_sha256(path)}
+    now = {"path": os.path.abspath(path),
+           "sha256": getattr(distiller.teacher, "checkpoint_sha256", None) or file_sha256(path)}
     if not resume:
         return now, None
     try:

@@ -273,7 +273,8 @@ class Trainer:
         """Validation of the student (or ``model_fn``) over the whole validation set (or
         ``loader``'s samples, e.g. the holdout's), with the test transform."""
         self.distiller.eval()
-        return evaluate(model_fn or self.distiller.forward_test, loader or self.val_loader, self.val_transform,
+        loader = loader if loader is not None else self.val_loader  # an empty holdout shard stays empty
+        return evaluate(model_fn or self.distiller.forward_test, loader, self.val_transform,
                         self.ctx, self.autocast, self.memory_format)
 
     def evaluate_teacher(self):

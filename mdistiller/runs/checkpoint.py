@@ -229,8 +229,10 @@ def recorded_sha256(path):
 
 
 def verify_recorded_sha256(path):
-    """CheckpointError if ``path`` differs from the SHA-256 recorded when it was installed."""
+    """CheckpointError if ``path`` differs from the SHA-256 recorded when it was installed;
+    returns that digest (the file's, checked), or None when nothing was recorded."""
     digest, sums = recorded_sha256(path)
     if digest is not None and file_sha256(path) != digest:
         raise CheckpointError(f"teacher checkpoint '{path}' does not match the SHA-256 recorded in '{sums}' "
                               f"(a corrupted copy); install it again with 'python3 tools/download_ckpts.py'")
+    return digest

@@ -211,13 +211,9 @@ def create(run_dir):
 def remove_created(created):
     """Undo :func:`create` for a start that failed before the run began: the folders this
     process created (the run folder, if it carries the marker, and then empty parents)."""
-    for d in created:
-        if not os.path.isdir(d):
-            continue
-        if d == created[0] and is_run_folder(d):
-            shutil.rmtree(d, ignore_errors=True)
-        elif not os.listdir(d):
-            os.rmdir(d)
+    if created and is_run_folder(created[0]):
+        shutil.rmtree(created[0], ignore_errors=True)
+    remove_empty(created)
 
 
 def clear(run_dir, keep=(LOCK, MARKER)):
