@@ -491,10 +491,6 @@ def format_footer(result):
     return "\n".join(lines)
 
 
-def format_table(result):
-    return "\n".join([format_header(result)] + [format_row(f) for f in result["figures"]] + [format_footer(result)])
-
-
 def main(argv=None):
     args = parse_args(argv)
     if args.out is None:

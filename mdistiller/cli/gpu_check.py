@@ -190,21 +190,6 @@ def format_projection(p):
     return "\n".join(lines)
 
 
-def format_report(result):
-    """The whole report of a finished ``result`` (what :func:`check` printed as it went)."""
-    lines = [format_title(result)]
-    if result.get("tests"):
-        lines.append(format_tests(result["tests"]))
-    if result.get("steps"):
-        lines += [STEP_HEADER] + [format_step(f) for f in result["steps"]]
-    lines += [f"skipped {s['name']} (batch {s['batch_size']}): {s['reason']}" for s in result.get("skipped", [])]
-    lines += [format_imagenet(f) for f in result.get("imagenet", [])]
-    if result.get("projection"):
-        lines.append(format_projection(result["projection"]))
-    lines.append(f"JSON: {result['out']}")
-    return "\n".join(lines)
-
-
 def format_title(result):
     return (f"gpu_check ({result['mode']}): device {result['device']}"
             + (f" ({result['gpu']})" if result.get("gpu") else "") + f", torch {result['torch']}")

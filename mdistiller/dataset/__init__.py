@@ -9,6 +9,7 @@ device-side views (weak, or weak + strong).
 
 import dataclasses
 
+from ..utils.checks import check_at_least, is_number
 from ..utils.errors import ConfigError
 from . import cifar100, fashion_mnist, imagefolder, imagenet, synthetic, tiny_imagenet  # noqa: F401  (register the datasets)
 from .augment import build_batch_transform  # noqa: F401
@@ -34,8 +35,7 @@ def get_dataset(cfg):
 def check_holdout(cfg):
     """DATASET.HOLDOUT is a fraction in [0, 1) and DATASET.HOLDOUT_SEED an integer >= 0."""
     d = cfg.DATASET
-    if isinstance(d.HOLDOUT, bool) or not isinstance(d.HOLDOUT, (int, float)) or not 0 <= d.HOLDOUT < 1:
+    if not is_number(d.HOLDOUT) or not 0 <= d.HOLDOUT < 1:
         raise ConfigError(f"DATASET.HOLDOUT must be a fraction in [0, 1) of each class of the training set "
                           f"(0 = no holdout, e.g. 0.1), got {d.HOLDOUT}")
-    if isinstance(d.HOLDOUT_SEED, bool) or not isinstance(d.HOLDOUT_SEED, int) or d.HOLDOUT_SEED < 0:
-        raise ConfigError(f"DATASET.HOLDOUT_SEED must be an integer >= 0, got {d.HOLDOUT_SEED}")
+    check_at_least(d, "DATASET", "HOLDOUT_SEED", 0)

@@ -155,8 +155,9 @@ def holdout_indices(targets, fraction, seed):
     targets = torch.as_tensor(targets, dtype=torch.int64)
     g = torch.Generator().manual_seed(seed)
     chosen = []
-    for c in targets.unique(sorted=True).tolist():
-        members = (targets == c).nonzero().flatten()
+    classes, counts = targets.unique(sorted=True, return_counts=True)
+    by_class = targets.argsort(stable=True).split(counts.tolist())  # each class's indices, ascending
+    for c, members in zip(classes.tolist(), by_class):
         k = max(1, int(round(fraction * len(members))))
         if k >= len(members):
             raise ConfigError(f"DATASET.HOLDOUT {fraction:g} holds out all {len(members)} training images of class "

@@ -23,7 +23,7 @@ import torch
 from torchvision.transforms.v2 import functional as TF
 
 from ..utils.errors import DataError
-from .imagenet import IMAGE_ERRORS, decode_jpeg_rgb, open_rgb, val_side
+from .imagenet import IMAGE_ERRORS, centre_view, decode_jpeg_rgb, open_rgb, resized_crops
 
 log = logging.getLogger("mdistiller.data")
 
@@ -66,10 +66,10 @@ class DeviceDecoder:
         top, left, h, w = box
         if not (h and w):  # the header was unreadable but the decoder was not: the whole image
             top, left, h, w = 0, 0, *image.shape[-2:]
-        return TF.resized_crop(image, top, left, h, w, [self.size, self.size], antialias=True)
+        return resized_crops(image, (1.0, 1.0), [(top, left, h, w)], self.size)[0]
 
     def centre(self, image):
-        return TF.center_crop(TF.resize(image, val_side(self.size), antialias=True), [self.size, self.size])
+        return centre_view(image, self.size)
 
     def __call__(self, batch):
         out = dict(batch)

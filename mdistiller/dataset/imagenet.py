@@ -32,7 +32,6 @@ from torch.utils.data import Dataset
 from torchvision.datasets import ImageFolder
 from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms import RandomResizedCrop
-from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from ..utils.checks import check_choice
@@ -87,25 +86,41 @@ def unreadable_image(path, error):
     return DataError(f"image '{path}' cannot be read ({type(error).__name__}: {detail[:200]}); replace or remove it")
 
 
-def open_rgb(source, reduce=1, boxes_for=None):
+def read_bytes(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def image_header(data):
+    """``(width, height, plain_jpeg)`` of an image's bytes from its header alone (no decoding);
+    ``plain_jpeg``: an RGB JPEG, which libjpeg decodes as PIL does."""
+    with Image.open(io.BytesIO(data)) as im:
+        return im.size[0], im.size[1], im.format == "JPEG" and im.mode == "RGB"
+
+
+def centre_view(image, size):
+    """The validation view of a uint8 (3, H, W) tensor: the shorter side resized to
+    :func:`val_side` (antialiased), then the centre ``size`` square (both decode modes)."""
+    return TF.center_crop(TF.resize(image, val_side(size), antialias=True), [size, size])
+
+
+def open_rgb(source, reduce=1, reduce_for=None):
     """PIL RGB image of a path or bytes; a JPEG decoded at 1/``reduce`` of its size (``draft``).
-    ``boxes_for(height, width) -> (boxes, reduce)``, when given, is called with the header's
-    size before decoding and decides the reduction (the file is opened once). Returns (image,
-    (sx, sy), boxes): the original pixels per decoded pixel along x and y, and ``boxes_for``'s
-    boxes (None without it)."""
-    boxes = None
+    ``reduce_for(height, width) -> reduce``, when given, is called with the header's size
+    before decoding and decides the reduction (the file is opened once). Returns (image,
+    (sx, sy)): the original pixels per decoded pixel along x and y."""
     with Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source) as im:
         width, height = im.size
-        if boxes_for is not None:
-            boxes, reduce = boxes_for(height, width)
+        if reduce_for is not None:
+            reduce = reduce_for(height, width)
         if reduce > 1 and im.format == "JPEG":
             im.draft("RGB", (math.ceil(width / reduce), math.ceil(height / reduce)))
         im.load()
         image = im if im.mode == "RGB" else im.convert("RGB")  # an RGB JPEG needs no copy
     if image.size == (width, height):
-        return image, (1.0, 1.0), boxes
+        return image, (1.0, 1.0)
     exact = image.size == (math.ceil(width / reduce), math.ceil(height / reduce))
-    return image, ((reduce, reduce) if exact else (width / image.width, height / image.height)), boxes
+    return image, ((reduce, reduce) if exact else (width / image.width, height / image.height))
 
 
 def resized_crops(image, scale, boxes, size):
@@ -152,8 +167,6 @@ class ImageFolderDataset(Dataset):
         self.folder = ImageFolder(root)
         self.targets = self.folder.targets
         self.train, self.views, self.size, self.decode, self.draft = train, 1, size, decode, draft
-        self.val_transform = v2.Compose([v2.PILToTensor(), v2.Resize(val_side(size), antialias=True),
-                                         v2.CenterCrop(size)])
         self.collate_fn = collate_encoded if decode == "device" else None
 
     def eval_view(self):
@@ -170,9 +183,14 @@ class ImageFolderDataset(Dataset):
     def __len__(self):
         return len(self.folder)
 
+    @property
+    def num_boxes(self):
+        """Crop boxes per training item: one, or two independent ones for two views."""
+        return 2 if self.views == 2 else 1
+
     def boxes(self, height, width):
-        """The item's crop boxes: one, or two independent ones for two views."""
-        return [crop_box(height, width) for _ in range(2 if self.views == 2 else 1)]
+        """The item's crop boxes, drawn for an image of that size."""
+        return [crop_box(height, width) for _ in range(self.num_boxes)]
 
     def __getitem__(self, i):
         path, target = self.folder.samples[i]
@@ -188,14 +206,12 @@ class ImageFolderDataset(Dataset):
         item = {"target": target, "index": i}
         if not self.train:
             side = val_side(self.size)
-            image = open_rgb(path, boxes_for=lambda h, w: (None, self.reduction(w, h, min(w, h), side)))[0]
-            item["image"] = self.val_transform(image)
+            image = open_rgb(path, reduce_for=lambda h, w: self.reduction(w, h, min(w, h), side))[0]
+            item["image"] = centre_view(TF.pil_to_tensor(image), self.size)
             return item
 
-        with open(path, "rb") as f:
-            data = f.read()
-        with Image.open(io.BytesIO(data)) as im:  # the header: size, format and mode
-            (width, height), plain_jpeg = im.size, im.format == "JPEG" and im.mode == "RGB"
+        data = read_bytes(path)
+        width, height, plain_jpeg = image_header(data)
         boxes = self.boxes(height, width)  # drawn from the header's size, before decoding
         reduce = self.reduction(width, height, min(min(b[2:]) for b in boxes), self.size)
         image, scale = None, (1.0, 1.0)
@@ -205,7 +221,7 @@ class ImageFolderDataset(Dataset):
             except RuntimeError:  # PIL below reads it, or says why it cannot
                 image = None
         if image is None:
-            image, scale, _ = open_rgb(data, reduce)
+            image, scale = open_rgb(data, reduce)
         crops = resized_crops(image, scale, boxes, self.size)
         item["image"] = crops[0]
         if len(crops) == 2:
@@ -219,17 +235,15 @@ class ImageFolderDataset(Dataset):
     def encoded_item(self, path, target, i):
         """The file's bytes and crop boxes (drawn from its header's size); a file PIL cannot
         identify gets empty boxes and is dealt with by the decoder."""
-        with open(path, "rb") as f:
-            data = f.read()
+        data = read_bytes(path)
         item = {"jpeg": torch.frombuffer(bytearray(data), dtype=torch.uint8), "path": path, "target": target,
                 "index": i}
         if self.train:
             try:
-                with Image.open(io.BytesIO(data)) as im:
-                    width, height = im.size
+                width, height, _ = image_header(data)
                 boxes = self.boxes(height, width)
             except IMAGE_ERRORS:
-                boxes = [(0, 0, 0, 0)] * (2 if self.views == 2 else 1)
+                boxes = [(0, 0, 0, 0)] * self.num_boxes
             item["box"] = boxes[0]
             if len(boxes) == 2:
                 item["box_strong"] = boxes[1]

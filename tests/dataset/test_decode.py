@@ -61,7 +61,7 @@ def test_device_and_cpu_give_the_same_crops_within_the_resize_tolerance(tmp_path
     for i in range(3):
         path = os.path.join(folder, "c0", f"{i}.JPEG")
         boxes = [crop_box(375, 500) for _ in range(12)] + [(0, 0, 375, 500), (100, 200, 9, 7)]
-        cpu = torch.stack(resized_crops(*open_rgb(path)[:2], boxes, 224))
+        cpu = torch.stack(resized_crops(*open_rgb(path), boxes, 224))
         decoded = decoder.decode([read_bytes(path)], [path])[0]
         device = torch.stack([decoder.crop(decoded, b) for b in boxes])
         assert (cpu.int() - device.int()).abs().max() <= RESIZE_TOLERANCE
@@ -78,8 +78,8 @@ def test_reduced_size_decoding_keeps_the_crop_geometry(tmp_path):
     path = os.path.join(folder, "c0", "0.JPEG")
     boxes = [(10, 20, 460, 600), (300, 500, 500, 470)]
     assert draft_scale(1200, 900, 460, 224) == 2 and draft_scale(500, 375, 375, 224) == 1
-    full = torch.stack(resized_crops(*open_rgb(path)[:2], boxes, 224)).float()
-    image, scale, _ = open_rgb(path, 2)
+    full = torch.stack(resized_crops(*open_rgb(path), boxes, 224)).float()
+    image, scale = open_rgb(path, 2)
     assert image.size == (600, 450) and scale == (2, 2)
     reduced = torch.stack(resized_crops(image, scale, boxes, 224)).float()
     assert (reduced - full).abs().mean() < 2.5
