@@ -20,9 +20,8 @@ from ..engine.run import train
 from ..runs.selection import describe, select_epoch, selected_on
 from ..export.cost import run_cost
 from ..runs.folder import run_dir_of
-from ..runs.loggers import read_metrics, setup_logging
-from ..utils.errors import user_errors
-from .common import REPO_ROOT, ArgumentParser, add_quiet_flag, new_folder, number
+from ..runs.loggers import read_metrics
+from .common import REPO_ROOT, ArgumentParser, add_quiet_flag, new_folder, number, run_tool
 
 log = logging.getLogger("mdistiller.demo")
 
@@ -85,13 +84,15 @@ def run(name, cfg_file, args, extra):
 
 def main(argv=None):
     args = parse_args(list(sys.argv[1:] if argv is None else argv))
-    with user_errors() as result, setup_logging(quiet=args.quiet):
+
+    def body():
         check_configs(args)
         try:
-            result["code"] = demo(args)
+            return demo(args)
         except RunFailed as e:  # the run printed its error line
-            result["code"] = e.args[0]
-    return result.get("code", 0)
+            return e.args[0]
+
+    return run_tool(body, False, args.quiet)
 
 
 def demo(args):

@@ -25,7 +25,7 @@ from ..engine.build import teacher_checkpoint_path
 from ..runs.selection import TEST, describe
 from ..engine.trainer import evaluate
 from ..export.formats import format_of, load_exported
-from ..export.run_export import CHECKPOINTS, in_batches
+from ..export.run_export import CHECKPOINTS, in_batches, run_checkpoint_path
 from ..models import build_model
 from ..runs.checkpoint import load_checkpoint, load_model_weights
 from ..utils.dist import DistContext, resolve_device
@@ -59,13 +59,7 @@ def resolve(args):
                               f"or 'pretrain'")
     if os.path.isdir(ckpt):
         run_cfg = os.path.join(ckpt, "config.yaml")
-        choice = getattr(args, "checkpoint", "best")
-        best = os.path.join(ckpt, CHECKPOINTS[choice])
-        if not os.path.isfile(best):
-            why = ("the run kept no EMA of its student: train with SOLVER.EMA (e.g. 0.9999)" if choice == "ema"
-                   else "has the run finished an epoch?")
-            raise CheckpointError(f"run folder '{ckpt}' has no {CHECKPOINTS[choice]} checkpoint ({why}); pick another "
-                                  f"--checkpoint ({', '.join(c for c in CHECKPOINTS if c != choice)})")
+        best = run_checkpoint_path(ckpt, getattr(args, "checkpoint", "best"))
         if not cfg_path and not os.path.isfile(run_cfg) and not args.dataset:
             raise ConfigError(f"run folder '{ckpt}' has no config.yaml, so its dataset and model are unknown; pass "
                               f"--cfg with the run's config, or -d DATASET (and -m MODEL)")
@@ -80,14 +74,15 @@ def resolve(args):
     return cfg, args.model or cfg.DISTILLER.STUDENT, ckpt
 
 
-def selection_of(path):
+def selection_of(path, obj=None):
     """How the run file ``path`` was chosen: ``"epoch E, selected on ..."`` for
     ``best``/``student_best``, ``"epoch E, the last finished epoch"`` for ``latest`` files,
-    ``"epoch E"`` for ``epoch_N``/``student_N``; "" for other files."""
+    ``"epoch E"`` for ``epoch_N``/``student_N``; "" for other files. ``obj``: the file, if
+    already loaded."""
     name = os.path.basename(path)
     if not re.fullmatch(r"(student_)?(best|latest|ema|\d+)|epoch_\d+", name):
         return ""
-    obj = load_checkpoint(path)
+    obj = load_checkpoint(path) if obj is None else obj
     epoch = obj.get("epoch") if isinstance(obj, dict) else None
     if not isinstance(epoch, int):
         return ""
@@ -114,12 +109,13 @@ def evaluate_checkpoint(args):
         if not os.path.isfile(ckpt):
             raise CheckpointError(f"the published checkpoint of {name} is not installed at '{ckpt}'; run python3 "
                                   f"tools/download_ckpts.py or pass -c FILE")
-    load_model_weights(model, ckpt, name, part="student")
+    obj = load_checkpoint(ckpt)
+    load_model_weights(model, ckpt, name, part="student", obj=obj)
     model.to(device).eval()
     loader = DataLoader(spec.val, batch_size=args.batch_size, shuffle=False, num_workers=args.workers)
     transform = build_batch_transform(spec, 1, train=False, device=device)
     res = evaluate(lambda x: model(x)[0], loader, transform, DistContext(device=device))
-    how = selection_of(ckpt)
+    how = selection_of(ckpt, obj)
     print(f"{name} {ckpt} on {cfg.DATASET.TYPE}: top-1 {res['top1']:.2f}  top-5 {res['top5']:.2f}  "
           f"loss {res['loss']:.4f}  ({res['count']} images)" + (f"; {how}" if how else ""))
     return 0

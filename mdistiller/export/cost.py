@@ -32,11 +32,11 @@ def count_parameters(model):
     return int(sum(p.numel() for p in model.parameters()))
 
 
-def count_flops(model, image_size, channels=3):
+def count_flops(model, image_size):
     """FLOPs of one ``image_size`` x ``image_size`` image through the logits (an int)."""
 
     module = LogitsOnly(model).eval()
-    x = torch.zeros(1, channels, image_size, image_size)
+    x = torch.zeros(1, 3, image_size, image_size)
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:
         module(x)
@@ -53,10 +53,10 @@ def cpu_label():
     return f"{info['model']}, {info['isa']}, {torch.get_num_threads()} threads"
 
 
-def measure_latency(model, image_size, repeats=20, warmup=3, channels=3):
+def measure_latency(model, image_size, repeats=20, warmup=3):
     """Median seconds of a batch-1 forward of ``model`` (eval, no grad) on the CPU."""
     module = LogitsOnly(model).eval().cpu()
-    x = torch.randn(1, channels, image_size, image_size)
+    x = torch.randn(1, 3, image_size, image_size)
     times = []
     with torch.no_grad():
         for i in range(warmup + repeats):
@@ -76,7 +76,7 @@ def _read_cache(path):
         return {}
 
 
-def model_cost(name, family, num_classes, image_size, latency=True, cache=None):
+def model_cost(name, family, num_classes, image_size, cache=None):
     """``{"parameters", "flops", "latency_ms", "cpu"}`` of model ``name`` built for
     ``num_classes`` classes and ``image_size`` inputs; cached (see the module docstring),
     so the latency is measured once per architecture and input size on this machine."""
@@ -87,19 +87,17 @@ def model_cost(name, family, num_classes, image_size, latency=True, cache=None):
     path = os.path.join(folder, LATENCY_FILE)
     entries = _read_cache(path)
     entry = entries.get(key)
-    if entry and (entry.get("latency_ms") is not None or not latency):
+    if entry and entry.get("latency_ms") is not None:
         return entry
     model = build_model(name, family, num_classes, image_size).eval()
     entry = {"parameters": count_parameters(model), "flops": count_flops(model, image_size),
-             "latency_ms": None, "cpu": label}
-    if latency:
-        entry["latency_ms"] = round(1000 * measure_latency(model, image_size), 4)
-        entries[key] = entry
-        try:  # a read-only home only costs a new measurement next time
-            os.makedirs(folder, exist_ok=True)
-            atomic_write_text(path, json.dumps(entries, indent=1, sort_keys=True))
-        except OSError:
-            pass
+             "latency_ms": round(1000 * measure_latency(model, image_size), 4), "cpu": label}
+    entries[key] = entry
+    try:  # a read-only home only costs a new measurement next time
+        os.makedirs(folder, exist_ok=True)
+        atomic_write_text(path, json.dumps(entries, indent=1, sort_keys=True))
+    except OSError:
+        pass
     return entry
 
 

@@ -27,7 +27,7 @@ from ..config.load import cfg_to_dict, load_cfg
 from ..dataset import build_batch_transform, get_dataset
 from ..models import build_model
 from ..runs.checkpoint import file_sha256, load_checkpoint, load_model_weights
-from ..runs.folder import atomic_write_text, describe_os_error
+from ..runs.folder import atomic_write_text, describe_os_error, missing_folders, remove_empty
 from ..runs.loggers import read_metrics
 from ..runs.selection import HOLDOUT, selected_on
 from ..utils.errors import CheckpointError, ConfigError, MdistillerError
@@ -68,6 +68,18 @@ def check_options(fmt, checkpoint, opset, batch, images, random_inputs, toleranc
         require_onnx()
 
 
+def run_checkpoint_path(run_dir, checkpoint):
+    """The file of a run folder that ``--checkpoint`` (best, last, ema) names, or a
+    CheckpointError that says why it is missing and which others to pick."""
+    path = os.path.join(run_dir, CHECKPOINTS[checkpoint])
+    if not os.path.isfile(path):
+        why = ("the run kept no EMA of its student: train with SOLVER.EMA (e.g. 0.9999)"
+               if checkpoint == "ema" else "has the run finished an epoch?")
+        raise CheckpointError(f"run folder '{run_dir}' has no {CHECKPOINTS[checkpoint]} checkpoint ({why}); pick "
+                              f"another --checkpoint ({', '.join(c for c in CHECKPOINTS if c != checkpoint)})")
+    return path
+
+
 def load_run_student(run_dir, checkpoint="best"):
     """``(cfg, spec, student, checkpoint path, checkpoint object)`` of a run folder."""
 
@@ -75,12 +87,7 @@ def load_run_student(run_dir, checkpoint="best"):
     if not os.path.isdir(run_dir) or not os.path.isfile(cfg_path):
         raise ConfigError(f"'{run_dir}' is not a run folder (no config.yaml); give the folder a training run wrote, "
                           f"e.g. output/<project>/<name>")
-    path = os.path.join(run_dir, CHECKPOINTS[checkpoint])
-    if not os.path.isfile(path):
-        why = ("the run kept no EMA of its student: train with SOLVER.EMA (e.g. 0.9999)"
-               if checkpoint == "ema" else "has the run finished an epoch?")
-        raise CheckpointError(f"run folder '{run_dir}' has no {CHECKPOINTS[checkpoint]} ({why}); "
-                              f"pick another --checkpoint ({', '.join(c for c in CHECKPOINTS if c != checkpoint)})")
+    path = run_checkpoint_path(run_dir, checkpoint)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         cfg = load_cfg(cfg_path, ["SOLVER.DEVICE", "cpu", "DATASET.NUM_WORKERS", "0"])
@@ -88,7 +95,7 @@ def load_run_student(run_dir, checkpoint="best"):
     name = cfg.DISTILLER.STUDENT
     model = build_model(name, spec.model_family, spec.num_classes, spec.image_size)
     obj = load_checkpoint(path)
-    load_model_weights(model, path, name, part="student")
+    load_model_weights(model, path, name, part="student", obj=obj)
     return cfg, spec, model.eval(), path, obj
 
 
@@ -281,7 +288,7 @@ def export_run(run_dir, checkpoint="best", fmt="onnx", out=None, opset=None, bat
     file_name = "student" + FORMATS[fmt]
     if os.path.exists(out) and not os.path.isdir(out):
         raise ConfigError(f"--out '{out}' is a file; give a folder")
-    created = not os.path.exists(out)
+    created = missing_folders(out)
     try:
         os.makedirs(out, exist_ok=True)
         tmp = tempfile.mkdtemp(prefix=".export.", dir=out)
@@ -319,8 +326,8 @@ def export_run(run_dir, checkpoint="best", fmt="onnx", out=None, opset=None, bat
         raise ConfigError(describe_os_error(e, out, then="or pass --out DIR")) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        if not ok and created and os.path.isdir(out) and not os.listdir(out):
-            os.rmdir(out)
+        if not ok:
+            remove_empty(created)
     logger.debug(f"exported {cfg.DISTILLER.STUDENT} ({os.path.basename(ckpt_path)}) to {os.path.join(out, file_name)}: "
                 f"max |logit difference| {figures['max_abs_logit_diff']:.2e}, top-1 agreement "
                 f"{100 * figures['top1_agreement']:.1f}% on {figures['test_images']} test images + "

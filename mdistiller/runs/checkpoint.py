@@ -174,10 +174,11 @@ def describe_mismatch(model, state, limit=4):
     return "; ".join(parts)
 
 
-def load_model_weights(model, path, name, part="student"):
-    """Strictly load the weights at ``path`` into ``model`` or raise a CheckpointError that
-    says what differs (another architecture, another number of classes)."""
-    state = extract_model_state(load_checkpoint(path), part)
+def load_model_weights(model, path, name, part="student", obj=None):
+    """Strictly load the weights at ``path`` (``obj``: that file, if already loaded) into
+    ``model`` or raise a CheckpointError that says what differs (another architecture,
+    another number of classes)."""
+    state = extract_model_state(load_checkpoint(path) if obj is None else obj, part)
     state = getattr(model, "normalize_state_dict", lambda s: s)(state)  # e.g. a bare timm/torchvision state dict
     mismatch = describe_mismatch(model, state)
     if mismatch:
