@@ -42,7 +42,7 @@ from dataclasses import dataclass
 
 from ..config.load import ConfigWarning, get_key, load_cfg, overrides_to_dict
 from ..engine import run as run_mod
-from ..runs.folder import run_dir_of
+from ..runs.folder import has_checkpoint, run_dir_of
 from ..runs.loggers import read_metrics, setup_logging
 from ..tune import launch
 from ..tune.launch import Job
@@ -57,7 +57,6 @@ TRAIN_COMMAND = ["python3", "tools/train_ours.py"]
 SWEEP_KEYS = ("EXPERIMENT.NAME", "EXPERIMENT.SEED")  # set per run by the sweep
 KEY_ABBREVIATIONS = {"TEMPERATURES": "temps", "TEMPERATURE": "temp"}
 MAX_NAME = 120
-RESUME_FILES = ("latest", "interrupted")  # checkpoints the trainer's --resume continues from
 INTERRUPTED = 130  # exit code of a run stopped by a signal (or Ctrl-C): the sweep stops too
 STATE_FLAGS = {"start": [], "resume": ["--resume"], "restart": ["--overwrite"]}
 
@@ -79,7 +78,7 @@ class Run:
         records = read_metrics(self.folder)
         if records and records[-1]["epoch"] >= self.cfg.SOLVER.EPOCHS:
             return "done"
-        if any(os.path.isfile(os.path.join(self.folder, f)) for f in RESUME_FILES):
+        if has_checkpoint(self.folder):
             return "resume"
         return "restart" if os.path.isdir(self.folder) and os.listdir(self.folder) else "start"
 

@@ -35,6 +35,7 @@ from ..tune import launch, require
 from ..tune.launch import TuneJob
 from ..tune.study import open_study, plan, report, run_worker, storage_of
 from ..utils.errors import ConfigError
+from ..utils.threads import choose_threads, usable_cpus
 from .common import ArgumentParser, add_debug_flag, number, run_tool
 from .launch_options import add_launcher_args, slurm_options
 from .sweep import safe_name
@@ -104,7 +105,7 @@ def tune(args):
     if args.launcher == "local" and args.workers == 1:
         code = run_worker(spec)
     elif args.launcher == "local":
-        threads = max(1, launch.usable_cores() // args.workers)
+        threads = choose_threads(usable_cpus(), None, args.workers)
         log.info(f"{args.workers} workers, {threads} thread(s) each; logs in {spec.study_dir}/worker_<i>.log")
         codes = launch.run_local_processes([TuneJob(spec) for _ in range(args.workers)], spec.study_dir, threads)
         code = next((c for c in codes if c), 0)

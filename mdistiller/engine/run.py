@@ -375,7 +375,7 @@ def run(cfg, args, argv):
         if isinstance(e, MdistillerError):
             raise
         path = getattr(e, "filename", None) or run_dir
-        resumable = any(os.path.isfile(os.path.join(run_dir, f)) for f in ("latest", "interrupted"))
+        resumable = rf.has_checkpoint(run_dir)
         world = ctx.world_size if ctx else 1
         then = (f"then continue with: {command(args, world)}" if resumable
                 else f"then start again with: {command(args, world, resume=False)}")

@@ -40,6 +40,11 @@ STAGE_RE = re.compile(r"^(?P<name>.+)\.e(?P<epoch>\d+)\.stage$")
 CHECKPOINTS = ("latest", "interrupted")
 
 
+def has_checkpoint(run_dir):
+    """Does ``run_dir`` hold a checkpoint ``--resume`` continues from?"""
+    return any(os.path.isfile(os.path.join(run_dir, f)) for f in CHECKPOINTS)
+
+
 class RunFolderError(MdistillerError, OSError):
     """A run folder cannot be used (in use, not a run folder, not writable, disk full)."""
 

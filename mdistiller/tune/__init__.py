@@ -17,12 +17,12 @@ from ..utils.errors import ConfigError
 EXTRAS = {"optuna": "tune", "submitit": "slurm"}
 
 
-def require(module, tool="tune.py", why=""):
+def require(module, tool="tune.py"):
     """Import ``module`` (optuna or submitit) or raise a one-line ConfigError naming the
     extra that installs it."""
     try:
         return importlib.import_module(module)
     except ImportError:
         extra = EXTRAS[module]
-        raise ConfigError(f"{tool}{why} needs {module}, which is not installed; pip install -e .[{extra}] "
+        raise ConfigError(f"{tool} needs {module}, which is not installed; pip install -e .[{extra}] "
                           f"(or pip install {module})") from None

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 
 from ..runs.loggers import setup_logging
 from ..utils.errors import ConfigError, user_errors
-from ..utils.threads import usable_cpus
 from . import pruning, require
 from .study import continue_later, fail, run_worker
 
@@ -140,10 +139,6 @@ def submit(jobs, kind, folder, options, wait=True):
             print(f"error: job {h.job_id} failed: {first[:200]} (log: {h.paths.stderr})", file=sys.stderr, flush=True)
             codes.append(None)
     return codes
-
-
-def usable_cores():
-    return max(1, int(usable_cpus()))
 
 
 def run_local_processes(jobs, folder, threads=None):

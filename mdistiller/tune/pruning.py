@@ -18,16 +18,16 @@ ACTIVE = None
 
 
 class Reporter:
-    """Reports values to an Optuna trial and asks its pruner (``prune`` False: report only)."""
+    """Reports values to an Optuna trial and asks its pruner."""
 
-    def __init__(self, trial, prune=True):
-        self.trial, self.prune = trial, prune
+    def __init__(self, trial):
+        self.trial = trial
         self.pruned_after = None  # the epoch after which the pruner stopped the run
 
     def report(self, value, epoch):
         """Report ``value`` at ``epoch``; True when the run should stop (pruned)."""
         self.trial.report(float(value), epoch)
-        if self.prune and self.trial.should_prune():
+        if self.trial.should_prune():
             self.pruned_after = epoch
             return True
         return False

@@ -18,13 +18,12 @@ same host (the trial records its worker's host and PID), else by Optuna's heartb
 import contextlib
 import json
 import logging
-import math
 import os
-import shlex
 import socket
 import sys
 import warnings
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import yaml
 
@@ -45,7 +44,6 @@ GRACE_SECONDS = 600  # a running trial without heartbeat this long is failed (it
 MAX_FAILURES = 3  # a worker stops after this many failed trials in a row
 TRIAL_FORMAT = "trial_{:04d}"
 INTERRUPTED = 130
-TRAIN_COMMAND = ["python3", "tools/train_ours.py"]
 
 
 @dataclass
@@ -76,7 +74,7 @@ class TuneSpec:
         return os.path.join(self.study_dir, TRIAL_FORMAT.format(number))
 
     def resume_command(self, number, params):
-        return shlex.join(TRAIN_COMMAND + ["--cfg", self.cfg, "--resume"] + self.trial_opts(number, params))
+        return run_mod.command(SimpleNamespace(cfg=self.cfg, opts=self.trial_opts(number, params)))
 
 
 def plan(cfg_path, space, trials, study, storage=None, prune="median", opts=(), quiet=False, debug=False):
@@ -193,17 +191,15 @@ def _alive(pid):
 
 
 def fail_dead_trials(study):
-    """Mark failed the running trials whose worker on this host is gone; returns their numbers."""
+    """Mark failed the running trials whose worker on this host is gone."""
     optuna = _optuna()
-    me, failed = worker_id(), []
+    me = worker_id()
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         w = t.user_attrs.get("worker") or {}
         if w.get("host") == me["host"] and w.get("pid") != me["pid"] and not _alive(w.get("pid", -1)):
             with contextlib.suppress(Exception):  # another worker may have done it
                 fail(study, t.number)
-                failed.append(t.number)
                 log.info(f"trial {t.number}: its worker (process {w.get('pid')}) is gone; marked failed")
-    return failed
 
 
 def fail(study, number):
@@ -244,12 +240,6 @@ def preceding(study, number):
                for t in study.get_trials(deepcopy=False))
 
 
-def best_val_acc(records):
-    values = [r["val_acc"] for r in records if isinstance(r.get("val_acc"), (int, float))
-              and not isinstance(r.get("val_acc"), bool) and not math.isnan(r["val_acc"])]
-    return max(values) if values else None
-
-
 def run_trial(spec, study, trial):
     """The objective: train trial ``trial``'s run folder; its best ``val_acc``."""
     optuna = _optuna()
@@ -263,15 +253,15 @@ def run_trial(spec, study, trial):
     trial.set_user_attr("run_dir", run_dir)
     opts = spec.trial_opts(folder, params)
     log.info(f"trial {trial.number}: {' '.join(f'{k}={v}' for k, v in params.items())} in {run_dir}")
-    reporter = pruning.Reporter(trial, prune=spec.prune != "none")
+    reporter = pruning.Reporter(trial)  # --prune none: the study's NopPruner never prunes
     pruning.ACTIVE = reporter
     try:
-        resume = any(os.path.isfile(os.path.join(run_dir, f)) for f in ("latest", "interrupted"))
-        code = run_mod.train(spec.cfg, opts, resume=resume, debug=spec.debug, quiet=spec.quiet)
+        code = run_mod.train(spec.cfg, opts, resume=rf.has_checkpoint(run_dir), debug=spec.debug, quiet=spec.quiet)
     finally:
         pruning.ACTIVE = None
     records = read_metrics(run_dir)
-    best = best_val_acc(records)
+    chosen = select_epoch(records, HOLDOUT)  # the highest val_acc, as the run selects
+    best = chosen["val_acc"] if chosen else None
     pruned = code == 0 and reporter.pruned_after is not None and bool(records) and \
         records[-1]["epoch"] < load_cfg(spec.cfg, opts).SOLVER.EPOCHS
     state = "PRUNED" if pruned else ("COMPLETE" if code == 0 else "FAIL")
@@ -314,8 +304,6 @@ def run_worker(spec):
             failures += 1
         except KeyboardInterrupt:
             return INTERRUPTED
-        except ConfigError:
-            raise
         if failures >= MAX_FAILURES:
             print(f"error: {failures} trials in a row failed; stopping this worker (see the trials' run folders)",
                   file=sys.stderr, flush=True)
