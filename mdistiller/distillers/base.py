@@ -148,7 +148,8 @@ class Distiller(nn.Module):
             distiller = cls(student, teacher, cfg, num_data=train_set.num_train, train_targets=train_set.train_targets)
         else:
             distiller = cls(student, teacher, cfg)
-        distiller.label_smoothing = float(cfg.SOLVER.LABEL_SMOOTHING) if cfg is not None else 0.0
+        if cfg is not None:  # else the class default, 0
+            distiller.label_smoothing = float(cfg.SOLVER.LABEL_SMOOTHING)
         return distiller
 
     def ce(self, logits, target):

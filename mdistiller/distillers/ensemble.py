@@ -13,6 +13,7 @@ from ..utils.errors import ConfigError
 from .base import fold_teacher
 from .combine import method_classes
 from .logit import LogitDistiller
+from .registry import method_names
 
 
 def as_list(value):
@@ -67,18 +68,22 @@ def check_teachers(cfg):
         if feature:
             raise ConfigError(f"{', '.join(feature)} reads one teacher's features and cannot distil from "
                               f"{len(names)} teachers; give DISTILLER.TEACHER one teacher, or use a logit method "
-                              f"(KD, DKD, MLKD, SLD)")
+                              f"({', '.join(teacher_logit_methods())})")
+
+
+def teacher_logit_methods():
+    """The logit methods that distil from a teacher (any number of them)."""
+    return method_names(lambda c: issubclass(c, LogitDistiller) and c.uses_teacher)
 
 
 class TeacherEnsemble(nn.Module):
     """Teachers whose logits are averaged with ``weights`` (summing to 1); ``forward``
     returns ``(mean logits, {"logits": [each teacher's]})``."""
 
-    def __init__(self, teachers, weights=None):
+    def __init__(self, teachers, weights):
         super().__init__()
         self.teachers = nn.ModuleList(teachers)
-        n = len(self.teachers)
-        self.weights = [1.0 / n] * n if weights is None else [float(w) for w in weights]
+        self.weights = [float(w) for w in weights]
 
     def forward(self, x):
         outs = [t(x)[0] for t in self.teachers]

@@ -66,12 +66,18 @@ def registered_methods():
     return list(dict.fromkeys(DISTILLERS.values()))
 
 
-def logit_stand_methods():
-    """The methods that honour ``DISTILLER.LOGIT_STAND``, each under its first registered name."""
+def method_names(predicate):
+    """The registered methods whose class satisfies ``predicate``, each under its first
+    registered name (aliases share their class)."""
     first = {}
     for n, c in DISTILLERS.items():
         first.setdefault(c, n)
-    return [n for c, n in first.items() if getattr(c, "supports_logit_stand", False)]
+    return [n for c, n in first.items() if predicate(c)]
+
+
+def logit_stand_methods():
+    """The methods that honour ``DISTILLER.LOGIT_STAND``."""
+    return method_names(lambda c: getattr(c, "supports_logit_stand", False))
 
 
 def check_recipe(cfg):

@@ -95,9 +95,3 @@ class OFD(FeatureDistiller):
         margins = [m.view(1, -1, 1, 1) for m in self.margins.split(self.margin_sizes)]
         return losses.ofd_loss(self.connectors(g_s), g_t, margins)
 
-
-# ---------------------------------------------------------------------------------------
-# VID
-# ---------------------------------------------------------------------------------------
-def _conv1x1(c_in, c_out):
-    return nn.Conv2d(c_in, c_out, kernel_size=1, bias=False)
