@@ -21,7 +21,7 @@ import torch
 
 from ..config.defaults import CFG
 from ..config.load import cfg_to_dict, diff_cfg, get_key, load_cfg
-from ..distillers.ensemble import teacher_label, teacher_names
+from ..distillers.ensemble import TeacherEnsemble, teacher_label, teacher_names
 from ..dataset.loader import check_batch, check_subset
 from ..runs import folder as rf
 from ..runs.checkpoint import file_sha256, load_checkpoint
@@ -212,30 +212,44 @@ def write_start_files(run_dir, cfg, args, argv, ctx, state, changes, split=None,
 TEACHER_FILE = "teacher.json"
 
 
+def teacher_files(teacher):
+    """``[{"path", "sha256"}]`` of the teacher's checkpoint files: the one teacher's, or
+    each member's of an ensemble (in DISTILLER.TEACHER's order)."""
+    members = list(teacher.teachers) if isinstance(teacher, TeacherEnsemble) else [teacher]
+    return [{"path": os.path.abspath(t.checkpoint_path),
+             "sha256": getattr(t, "checkpoint_sha256", None) or file_sha256(t.checkpoint_path)}
+            for t in members if getattr(t, "checkpoint_path", None)]
+
+
 def teacher_record(run_dir, distiller, args, resume):
-    """The teacher checkpoint's path and SHA-256 (or None without one). On resume, a
-    teacher file other than the one the run started with is refused unless
-    ``args.new_teacher``; returns ``(record, change)``, ``change`` for config_history."""
-    path = getattr(distiller.teacher, "checkpoint_path", None) if distiller.teacher is not None else None
-    if not path:
+    """The teacher checkpoint's path and SHA-256 (``{"teachers": [...]}`` of them for an
+    ensemble; None without a file). On resume, a teacher file other than the one the run
+    started with is refused unless ``args.new_teacher``; returns ``(record, change)``,
+    ``change`` for config_history."""
+    files = teacher_files(distiller.teacher) if distiller.teacher is not None else []
+    if not files:
         return None, None
-    now = {"path": os.path.abspath(path),
-           "sha256": getattr(distiller.teacher, "checkpoint_sha256", None) or file_sha256(path)}
+    now = files[0] if len(files) == 1 else {"teachers": files}
     if not resume:
         return now, None
     try:
         with open(os.path.join(run_dir, TEACHER_FILE), encoding="utf-8") as f:
             before = json.load(f)
-    except (OSError, ValueError):
+        recorded = before["teachers"] if "teachers" in before else [before]
+    except (OSError, ValueError, TypeError, KeyError):
         return now, None
-    if before.get("sha256") == now["sha256"]:
+    sha_before = [r.get("sha256") if isinstance(r, dict) else None for r in recorded]
+    sha_now = [f["sha256"] for f in files]
+    if sha_before == sha_now:
         return now, None
     if not getattr(args, "new_teacher", False):
-        raise ConfigError(f"--resume: teacher checkpoint '{path}' is not the file this run started with (SHA-256 "
-                          f"{now['sha256'][:12]}..., recorded {str(before.get('sha256'))[:12]}... for "
-                          f"'{before.get('path')}' in {TEACHER_FILE}); put the original back, or pass --new-teacher "
+        i = next((i for i, s in enumerate(sha_now) if i >= len(sha_before) or sha_before[i] != s), 0)
+        old = recorded[i] if i < len(recorded) and isinstance(recorded[i], dict) else {}
+        raise ConfigError(f"--resume: teacher checkpoint '{files[i]['path']}' is not the file this run started with "
+                          f"(SHA-256 {sha_now[i][:12]}..., recorded {str(old.get('sha256'))[:12]}... for "
+                          f"'{old.get('path')}' in {TEACHER_FILE}); put the original back, or pass --new-teacher "
                           f"to distil from this one from now on (recorded in config_history.jsonl)")
-    return now, [before.get("sha256"), now["sha256"]]
+    return now, ([sha_before[0], sha_now[0]] if len(files) == 1 == len(sha_before) else [sha_before, sha_now])
 
 
 def record_teacher(run_dir, teacher):

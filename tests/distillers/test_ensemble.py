@@ -3,7 +3,9 @@ teacher runs once per step over all views, BN-folded; lists checked in one line;
 with two teachers trains and logs each teacher's and the ensemble's top-1; the recipe
 files train one epoch."""
 
+import json
 import os
+import re
 
 import pytest
 import torch
@@ -103,6 +105,35 @@ def test_two_teachers_train_and_each_top1_is_logged(tmp_path, caplog):
     assert train_main(tiny_argv(tmp_path, "one", "DISTILLER.TYPE", "KD", teacher=a)) == 0
     state = torch.load(os.path.join(run_dir(tmp_path, "one"), "latest"), weights_only=False)["model"]
     assert "teacher.fc.weight" in state and not any(".teachers." in k for k in state)
+
+
+def test_a_replaced_member_of_the_ensemble_is_refused_on_resume(tmp_path, capsys):
+    """teacher.json records every teacher's file; --resume refuses a member replaced at the
+    same path, in one line naming it, and --new-teacher accepts it (config_history.jsonl)."""
+    from mdistiller.cli.train import main as train_cli
+
+    a, b = tmp_path / "a.pth", tmp_path / "b.pth"
+    make_teacher(a, seed=1)
+    make_teacher(b, name="resnet14", seed=2)
+    argv = tiny_argv(tmp_path, "two", "DISTILLER.TYPE", "KD", "DISTILLER.TEACHER", "['resnet8', 'resnet14']",
+                     "DISTILLER.TEACHER_CKPT", f"['{a}', '{b}']", "SOLVER.EPOCHS", 1)
+    assert train_main(argv) == 0
+    folder = run_dir(tmp_path, "two")
+    recorded = json.load(open(os.path.join(folder, "teacher.json")))["teachers"]
+    assert [r["path"] for r in recorded] == [str(a), str(b)]
+    make_teacher(b, name="resnet14", seed=3)  # another teacher, same path
+    resume = ["--resume"] + argv + ["SOLVER.EPOCHS", "2"]
+    capsys.readouterr()
+    assert train_cli(resume) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.search(r"teacher checkpoint '.*b.pth' is not the file this run started with .*"
+                                       r"--new-teacher", err[0]), err
+    assert [r["epoch"] for r in metrics(tmp_path, "two")] == [1]
+    assert train_cli(["--new-teacher"] + resume) == 0
+    history = [json.loads(line) for line in open(os.path.join(folder, "config_history.jsonl"))]
+    now = json.load(open(os.path.join(folder, "teacher.json")))["teachers"]
+    assert history[-1]["changed"]["teacher_sha256"] == [[r["sha256"] for r in recorded], [r["sha256"] for r in now]]
+    assert now[0] == recorded[0] and now[1]["sha256"] != recorded[1]["sha256"]
 
 
 def test_the_recipe_files_train_one_epoch(tmp_path):
