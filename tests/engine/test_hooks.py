@@ -123,3 +123,15 @@ def test_progress_to_a_file_is_lines_not_carriage_returns(tmp_path):
     lines = text.splitlines()
     assert lines and all(line.startswith("epoch 1/1 ") and "%" in line and "img/s" in line for line in lines)
     assert len(lines) <= 100 // ProgressBar.LINE_PERCENT  # a line every few percent at most
+
+
+def test_an_empty_loader_is_evaluated_as_empty_not_as_the_test_set(tmp_path):
+    """A rank whose holdout shard holds no batch contributes nothing; it never falls back to
+    the validation (test) loader, which a DataLoader's len() of 0 made falsy."""
+    from torch.utils.data import DataLoader
+
+    trainer = tiny_trainer(tmp_path, [])
+    empty = DataLoader(trainer.val_loader.dataset, batch_size=4, sampler=[])
+    assert len(empty) == 0 and not empty
+    nothing, test = trainer.evaluate(loader=empty), trainer.evaluate()
+    assert nothing["loss"] == nothing["top1"] == 0 and test["loss"] > 0 and test["count"] > 1
